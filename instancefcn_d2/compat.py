@@ -29,6 +29,20 @@ class MissingCompiledOpError(RuntimeError, AttributeError):
 class _MissingCompiledOps(types.ModuleType):
     """Stands in for ``detectron2._C``: importing it works, using any op raises clearly."""
 
+    # Build metadata, not ops: detectron2's collect_env_info (logged by default_setup at
+    # every training start) reads these whenever `detectron2._C` imports.
+    @staticmethod
+    def get_compiler_version():
+        return "none (detectron2 installed without compiled ops)"
+
+    @staticmethod
+    def get_cuda_version():
+        return "none (detectron2 installed without compiled ops)"
+
+    @staticmethod
+    def has_cuda():
+        return False
+
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
@@ -83,7 +97,9 @@ def _pkg_resources():
     # setuptools >= 81 no longer ships pkg_resources; detectron2.model_zoo imports it for
     # `resource_filename` only (locating its bundled configs). Provide just that function,
     # and only when the real module is missing.
-    if importlib.util.find_spec("pkg_resources") is not None or "pkg_resources" in sys.modules:
+    # sys.modules first: find_spec raises ValueError for a module whose __spec__ is None,
+    # which is the case for this stand-in once installed (a second apply() would crash).
+    if "pkg_resources" in sys.modules or importlib.util.find_spec("pkg_resources") is not None:
         return
 
     mod = types.ModuleType("pkg_resources", "minimal stand-in installed by instancefcn_d2.compat")
