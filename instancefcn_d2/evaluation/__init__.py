@@ -1,0 +1,26 @@
+"""Scoring and export of class-agnostic segment proposals (see ``segment_proposals``)."""
+from .export import (
+    instances_to_coco_results,
+    instances_to_proposal_record,
+    write_coco_results,
+    write_proposal_pickle,
+)
+from .segment_proposals import (
+    SegmentProposalEvaluator,
+    format_ar_table,
+    load_coco_gt,
+    proposal_recall,
+    run_proposal_cocoeval,
+)
+
+__all__ = [
+    "SegmentProposalEvaluator",
+    "format_ar_table",
+    "instances_to_coco_results",
+    "instances_to_proposal_record",
+    "load_coco_gt",
+    "proposal_recall",
+    "run_proposal_cocoeval",
+    "write_coco_results",
+    "write_proposal_pickle",
+]

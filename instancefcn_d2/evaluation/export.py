@@ -1,0 +1,172 @@
+"""Plain converters and writers for class-agnostic segment proposals.
+
+Two on-disk formats leave the model:
+
+* COCO results JSON: one dict per proposal, ``{"image_id", "category_id": 1, "segmentation":
+  compressed RLE (``counts`` as str), "score", "bbox": [x, y, w, h]}``; readable by
+  ``COCO.loadRes``.
+* Detectron2 precomputed-proposal pickle: ``{"ids", "boxes", "objectness_logits", "bbox_mode"}``
+  as read by ``detectron2.data.load_proposals_into_dataset`` (``MODEL.LOAD_PROPOSALS``).
+
+Nothing here needs a process group or a dataset registry, so tools can reuse it.
+"""
+import json
+import os
+import pickle
+import tempfile
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+
+__all__ = [
+    "PROPOSAL_CATEGORY_ID",
+    "instances_to_coco_results",
+    "instances_to_proposal_record",
+    "write_coco_results",
+    "write_proposal_pickle",
+]
+
+# Proposals are class-agnostic; COCO results still need a category, and scoring uses useCats=0.
+PROPOSAL_CATEGORY_ID = 1
+
+# Masks are converted to uint8 in chunks of this many, so the transient copy stays small even
+# with 1000 proposals on a large image (a full (N, H, W) uint8 copy could be ~1 GB).
+_ENCODE_CHUNK = 64
+
+# detectron2's BoxMode.XYXY_ABS is IntEnum value 0. Stored as a plain int so the pickle can be
+# unpickled without detectron2; load_proposals_into_dataset calls BoxMode(value) on it, and
+# ``0 == BoxMode.XYXY_ABS`` holds.
+_XYXY_ABS = 0
+
+
+def _to_numpy(x, dtype):
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def _encode_masks(masks):
+    """(N, H, W) bool/uint8 tensor or array -> list of N compressed RLEs with str counts."""
+    rles = []
+    for start in range(0, len(masks), _ENCODE_CHUNK):
+        chunk = masks[start : start + _ENCODE_CHUNK]
+        if isinstance(chunk, torch.Tensor):
+            chunk = chunk.detach().cpu().numpy()
+        if chunk.dtype != np.bool_ and chunk.dtype != np.uint8:
+            chunk = chunk >= 0.5  # soft masks: binarise as the model does
+        # pycocotools wants (H, W, N), Fortran order, uint8.
+        chunk = np.asfortranarray(np.transpose(chunk, (1, 2, 0)).astype(np.uint8))
+        for rle in mask_util.encode(chunk):
+            rle["counts"] = rle["counts"].decode("ascii")  # bytes are not JSON-serialisable
+            rles.append(rle)
+    return rles
+
+
+def _xyxy_to_xywh(boxes):
+    """(N, 4) XYXY -> (N, 4) float64 XYWH (float64 so w = x2 - x1 adds no float32 rounding)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    boxes[:, 2:] -= boxes[:, :2]
+    return boxes
+
+
+def instances_to_coco_results(instances, image_id):
+    """Convert one image's predictions into COCO result dicts.
+
+    Args:
+        instances (Instances): in original image coordinates, with ``pred_masks`` (N, H, W)
+            bool, ``scores`` (N,) and, optionally, ``pred_boxes`` (Boxes, XYXY_ABS, N x 4).
+            Without ``pred_boxes`` the masks' tight boxes are used.
+        image_id (int): the dataset's ``image_id`` of this image.
+
+    Returns:
+        list[dict]: N dicts ``{"image_id", "category_id", "segmentation" (RLE, str counts),
+        "score", "bbox" (XYWH)}``; ``[]`` when N == 0.
+    """
+    num = len(instances)
+    if num == 0:
+        return []
+    scores = _to_numpy(instances.scores, np.float64).reshape(-1).tolist()
+    rles = _encode_masks(instances.pred_masks)
+    if instances.has("pred_boxes"):
+        boxes = _xyxy_to_xywh(_to_numpy(instances.pred_boxes.tensor, np.float64)).tolist()
+    else:
+        boxes = mask_util.toBbox(rles).tolist()
+    if isinstance(image_id, (np.integer, torch.Tensor)):
+        image_id = int(image_id)
+    return [
+        {
+            "image_id": image_id,
+            "category_id": PROPOSAL_CATEGORY_ID,
+            "segmentation": rle,
+            "score": score,
+            "bbox": box,
+        }
+        for rle, score, box in zip(rles, scores, boxes)
+    ]
+
+
+def instances_to_proposal_record(instances, image_id):
+    """One image's predictions -> ``(image_id, boxes (N, 4) float32 XYXY, logits (N,) float32)``.
+
+    Uses ``objectness_logits`` when present, else the logit of ``scores``.
+    """
+    if isinstance(image_id, (np.integer, torch.Tensor)):
+        image_id = int(image_id)
+    if len(instances) == 0:
+        return image_id, np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+    if instances.has("pred_boxes"):
+        boxes = _to_numpy(instances.pred_boxes.tensor, np.float32).reshape(-1, 4)
+    else:
+        rles = _encode_masks(instances.pred_masks)
+        boxes = mask_util.toBbox(rles).astype(np.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+    if instances.has("objectness_logits"):
+        logits = _to_numpy(instances.objectness_logits, np.float32).reshape(-1)
+    else:
+        p = _to_numpy(instances.scores, np.float64).clip(1e-6, 1 - 1e-6)
+        logits = np.log(p / (1 - p)).astype(np.float32).reshape(-1)
+    return image_id, boxes, logits
+
+
+def _atomic_write(path, write_fn, mode):
+    """Write through a temp file in the same directory, then rename: readers never see half a file."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_coco_results(results, path):
+    """Write COCO result dicts (from :func:`instances_to_coco_results`) as a JSON list."""
+    _atomic_write(path, lambda f: json.dump(list(results), f), "w")
+
+
+def write_proposal_pickle(records, path):
+    """Write a Detectron2 precomputed-proposal pickle.
+
+    Args:
+        records: iterable of ``(image_id, boxes (N, 4) XYXY_ABS, objectness_logits (N,))``, in
+            the order to store; N may be 0 (images without proposals must still be listed,
+            ``load_proposals_into_dataset`` looks every dataset image up).
+        path (str): destination ``.pkl``.
+    """
+    ids, boxes, logits = [], [], []
+    for image_id, b, s in records:
+        b = np.asarray(b, dtype=np.float32).reshape(-1, 4)
+        s = np.asarray(s, dtype=np.float32).reshape(-1)
+        if len(b) != len(s):
+            raise ValueError(f"image {image_id}: {len(b)} boxes but {len(s)} objectness logits")
+        ids.append(int(image_id) if isinstance(image_id, np.integer) else image_id)
+        boxes.append(b)
+        logits.append(s)
+    data = {"ids": ids, "boxes": boxes, "objectness_logits": logits, "bbox_mode": _XYXY_ABS}
+    _atomic_write(path, lambda f: pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL), "wb")

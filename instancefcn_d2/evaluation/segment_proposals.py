@@ -1,0 +1,355 @@
+"""Class-agnostic average recall (AR) of segment and box proposals, scored as in the paper.
+
+pycocotools ``COCOeval`` with ``useCats = 0``, IoU 0.50:0.05:0.95, ``maxDets = max_dets`` and the
+COCO small/medium/large area ranges; crowd regions are ignored by COCO's own matcher.
+Detectron2's ``COCOEvaluator`` cannot do this: it scores box proposals only, with its own matcher.
+"""
+import contextlib
+import copy
+import io
+import itertools
+import logging
+import os
+from collections import OrderedDict
+
+import numpy as np
+import pycocotools.mask as mask_util
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tabulate import tabulate
+
+import detectron2.utils.comm as comm
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.coco import convert_to_coco_dict
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.structures import BoxMode, PolygonMasks
+from detectron2.utils.file_io import PathManager
+
+from .export import (
+    PROPOSAL_CATEGORY_ID,
+    instances_to_coco_results,
+    instances_to_proposal_record,
+    write_coco_results,
+    write_proposal_pickle,
+)
+
+__all__ = [
+    "SegmentProposalEvaluator",
+    "format_ar_table",
+    "load_coco_gt",
+    "proposal_recall",
+    "run_proposal_cocoeval",
+]
+
+logger = logging.getLogger(__name__)
+
+COCO_RESULTS_FILE = "segment_proposals_coco.json"
+PROPOSAL_PICKLE_FILE = "box_proposals.pkl"
+
+# (evaluator result key, pycocotools iouType)
+_TASKS = (("segm_proposals", "segm"), ("box_proposals", "bbox"))
+_AREA_KEYS = (("ARs", "small"), ("ARm", "medium"), ("ARl", "large"))
+
+
+class SegmentProposalEvaluator(DatasetEvaluator):
+    """Class-agnostic AR@N of segment proposals (mask IoU) and of their boxes (box IoU).
+
+    Consumes ``outputs[i]["instances"]`` in original image coordinates with ``pred_masks``
+    (N, H, W) bool, ``pred_boxes`` (N x 4 XYXY_ABS), ``scores`` (N,) and ``objectness_logits`` (N,).
+
+    ``evaluate()`` returns, in percent::
+
+        {"segm_proposals": {"AR@10", "AR@100", "AR@1000", "ARs@1000", "ARm@1000", "ARl@1000"},
+         "box_proposals": {...same keys...}}
+
+    A metric is NaN when the evaluated images hold no (non-crowd) ground truth in that range.
+    With ``output_dir``, also writes ``segment_proposals_coco.json`` (COCO results, RLE masks)
+    and ``box_proposals.pkl`` (Detectron2 precomputed proposals, for ``MODEL.LOAD_PROPOSALS``).
+    """
+
+    def __init__(self, dataset_name, output_dir=None, max_dets=(10, 100, 1000), distributed=True):
+        """
+        Args:
+            dataset_name (str): a dataset registered in ``DatasetCatalog``; its ground truth comes
+                from ``MetadataCatalog.get(dataset_name).json_file`` when set, else from its
+                dataset dicts (polygon or RLE masks).
+            output_dir (str or None): where to write the proposal files; None writes nothing.
+            max_dets (sequence[int]): the N of AR@N; area-split AR uses the largest.
+            distributed (bool): gather predictions from all ranks and evaluate on rank 0.
+        """
+        self._dataset_name = dataset_name
+        self._output_dir = output_dir
+        self._distributed = distributed
+        # COCOeval truncates detections at maxDets[-1] and slices the first maxDet of each image
+        # for every entry, so the list must be ascending and unique.
+        max_dets = sorted({int(m) for m in max_dets})
+        if not max_dets or max_dets[0] < 1:
+            raise ValueError(f"max_dets must be positive integers, got {max_dets}")
+        self._max_dets = max_dets
+        self._coco_gt = None  # built lazily, on the main process only
+        self.reset()
+
+    def reset(self):
+        # One entry per image: compact RLE results + proposal boxes; never dense masks.
+        self._predictions = []
+
+    def process(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            image_id = inp["image_id"]
+            instances = out["instances"].to("cpu")
+            _, boxes, logits = instances_to_proposal_record(instances, image_id)
+            self._predictions.append(
+                {
+                    "image_id": image_id,
+                    "coco_results": instances_to_coco_results(instances, image_id),
+                    "boxes": boxes,
+                    "objectness_logits": logits,
+                }
+            )
+
+    def _gathered_predictions(self):
+        """All ranks' per-image predictions on the main process; None elsewhere."""
+        if not self._distributed:
+            return self._predictions
+        comm.synchronize()
+        gathered = comm.gather(self._predictions, dst=0)
+        if not comm.is_main_process():
+            return None
+        return list(itertools.chain(*gathered))
+
+    def evaluate(self):
+        predictions = self._gathered_predictions()
+        if predictions is None:
+            return {}
+        if len(predictions) == 0:
+            logger.warning("[SegmentProposalEvaluator] did not receive any image to evaluate.")
+            return {}
+
+        coco_results = list(itertools.chain(*(p["coco_results"] for p in predictions)))
+        if self._output_dir:
+            self._write_outputs(predictions, coco_results)
+
+        if self._coco_gt is None:
+            self._coco_gt = load_coco_gt(self._dataset_name)
+        if "annotations" not in self._coco_gt.dataset:
+            logger.warning(
+                f"[SegmentProposalEvaluator] '{self._dataset_name}' has no annotations; "
+                "proposals were not scored."
+            )
+            return {}
+
+        img_ids = [p["image_id"] for p in predictions]
+        unknown = set(img_ids) - set(self._coco_gt.getImgIds())
+        if unknown:
+            raise ValueError(
+                f"image ids {sorted(unknown)[:10]} are not in the ground truth of "
+                f"'{self._dataset_name}'"
+            )
+
+        results = OrderedDict()
+        for key, iou_type in _TASKS:
+            if iou_type == "segm" and not _all_have_segmentation(self._coco_gt, img_ids):
+                logger.warning(
+                    f"[SegmentProposalEvaluator] '{self._dataset_name}' has annotations without "
+                    "masks; skipping mask AR."
+                )
+                continue
+            cocoeval = run_proposal_cocoeval(
+                self._coco_gt, coco_results, iou_type, img_ids, self._max_dets
+            )
+            results[key] = proposal_recall(cocoeval, self._max_dets)
+        logger.info(
+            f"Class-agnostic proposal AR (%) on '{self._dataset_name}', "
+            f"{len(img_ids)} images, {len(coco_results)} proposals:\n" + format_ar_table(results)
+        )
+        return results
+
+    def _write_outputs(self, predictions, coco_results):
+        PathManager.mkdirs(self._output_dir)
+        json_path = os.path.join(self._output_dir, COCO_RESULTS_FILE)
+        pkl_path = os.path.join(self._output_dir, PROPOSAL_PICKLE_FILE)
+        write_coco_results(coco_results, json_path)
+        write_proposal_pickle(
+            ((p["image_id"], p["boxes"], p["objectness_logits"]) for p in predictions), pkl_path
+        )
+        logger.info(f"Saved segment proposals to {json_path} and box proposals to {pkl_path}")
+
+
+def load_coco_gt(dataset_name):
+    """A pycocotools ``COCO`` holding the ground truth of a registered dataset.
+
+    Reads ``MetadataCatalog.get(dataset_name).json_file`` when set (as detectron2's COCOEvaluator
+    does); otherwise converts the dataset dicts in memory (``convert_to_coco_dict`` when the
+    metadata has ``thing_classes``, else a minimal class-agnostic conversion).
+    """
+    meta = MetadataCatalog.get(dataset_name)
+    if hasattr(meta, "json_file"):
+        json_file = PathManager.get_local_path(meta.json_file)
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(json_file)
+    else:
+        if hasattr(meta, "thing_classes"):
+            dataset = convert_to_coco_dict(dataset_name)
+        else:
+            dataset = _class_agnostic_coco_dict(DatasetCatalog.get(dataset_name))
+        coco = COCO()
+        coco.dataset = dataset
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+    if _sanitize_gt(coco.dataset):
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+    return coco
+
+
+def _class_agnostic_coco_dict(dataset_dicts):
+    """Dataset dicts -> COCO dict with every annotation in category 1 (no metadata needed)."""
+    images, annotations = [], []
+    for idx, record in enumerate(dataset_dicts):
+        image_id = record.get("image_id", idx)
+        height, width = int(record["height"]), int(record["width"])
+        images.append(
+            {"id": image_id, "width": width, "height": height,
+             "file_name": str(record.get("file_name", ""))}
+        )
+        for ann in record.get("annotations", []):
+            bbox = BoxMode.convert(list(ann["bbox"]), ann["bbox_mode"], BoxMode.XYWH_ABS)
+            coco_ann = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "bbox": [float(x) for x in bbox],
+                "iscrowd": int(ann.get("iscrowd", 0)),
+                "category_id": PROPOSAL_CATEGORY_ID,
+            }
+            if "segmentation" in ann:
+                seg = copy.copy(ann["segmentation"])
+                if isinstance(seg, dict) and isinstance(seg["counts"], bytes):
+                    seg["counts"] = seg["counts"].decode("ascii")  # JSON-able, as upstream does
+                coco_ann["segmentation"] = seg
+            coco_ann["area"] = _annotation_area(coco_ann)
+            annotations.append(coco_ann)
+    return {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": PROPOSAL_CATEGORY_ID, "name": "object"}],
+    }
+
+
+def _annotation_area(ann):
+    """COCO "area" of an annotation, computed as detectron2's convert_to_coco_dict does
+    (polygon: shoelace area; RLE: pixel count; no mask: box area), so both routes agree."""
+    seg = ann.get("segmentation")
+    if isinstance(seg, list):
+        return float(PolygonMasks([seg]).area()[0].item())
+    if isinstance(seg, dict):
+        if isinstance(seg["counts"], list):  # uncompressed RLE
+            seg = mask_util.frPyObjects(seg, *seg["size"])
+        return float(mask_util.area(seg))
+    return float(ann["bbox"][2] * ann["bbox"][3])
+
+
+def _sanitize_gt(dataset):
+    """Fill what COCOeval needs but some annotation files omit. Returns True when it changed."""
+    changed = False
+    if "categories" not in dataset:  # loadRes copies it
+        dataset["categories"] = [{"id": PROPOSAL_CATEGORY_ID, "name": "object"}]
+        changed = True
+    anns = dataset.get("annotations")
+    if not anns:
+        return changed
+    # COCOeval stores matched gt ids in a zero-initialised array, so a gt with id 0 would
+    # count as unmatched; ids must also be unique. Renumbering changes no metric.
+    ids = [a.get("id") for a in anns]
+    if any(i is None or i == 0 for i in ids) or len(set(ids)) != len(ids):
+        for i, a in enumerate(anns):
+            a["id"] = i + 1
+        changed = True
+    for a in anns:
+        if "iscrowd" not in a:
+            a["iscrowd"] = 0
+            changed = True
+        if "area" not in a:
+            a["area"] = _annotation_area(a)
+            changed = True
+    return changed
+
+
+def _all_have_segmentation(coco_gt, img_ids):
+    return all("segmentation" in a for a in coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=img_ids)))
+
+
+def _load_results(coco_gt, coco_results, iou_type):
+    """``coco_gt.loadRes`` on shallow copies holding only the fields of ``iou_type``.
+
+    loadRes writes into each dict, and picks its box branch whenever "bbox" is present (which
+    would score masks by box area), so segm results drop "bbox" and box results drop
+    "segmentation". An empty list (which loadRes rejects) gives an empty result set.
+    """
+    drop = "bbox" if iou_type == "segm" else "segmentation"
+    anns = [{k: v for k, v in r.items() if k != drop} for r in coco_results]
+    if not anns:
+        res = COCO()
+        res.dataset = {
+            "images": list(coco_gt.dataset["images"]),
+            "categories": copy.deepcopy(coco_gt.dataset["categories"]),
+            "annotations": [],
+        }
+        with contextlib.redirect_stdout(io.StringIO()):
+            res.createIndex()
+        return res
+    with contextlib.redirect_stdout(io.StringIO()):
+        return coco_gt.loadRes(anns)
+
+
+def run_proposal_cocoeval(coco_gt, coco_results, iou_type, img_ids, max_dets):
+    """Evaluate + accumulate a class-agnostic ``COCOeval``; returns it (see ``eval["recall"]``)."""
+    coco_dt = _load_results(coco_gt, coco_results, iou_type)
+    cocoeval = COCOeval(coco_gt, coco_dt, iou_type)
+    cocoeval.params.useCats = 0
+    # Even with useCats=0, COCOeval only collects gts/dts whose category_id is in
+    # params.catIds (default: the gt's categories), so category-1 proposals on a dataset
+    # without a category 1 would be silently dropped (AR 0). List every category present.
+    cocoeval.params.catIds = sorted(
+        set(coco_gt.getCatIds())
+        | {a["category_id"] for a in coco_gt.dataset.get("annotations", [])}
+        | {r["category_id"] for r in coco_results}
+    )
+    cocoeval.params.maxDets = list(max_dets)
+    cocoeval.params.imgIds = sorted(set(img_ids))
+    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints progress
+        cocoeval.evaluate()
+        cocoeval.accumulate()
+    return cocoeval
+
+
+def proposal_recall(cocoeval, max_dets):
+    """AR (%) at each max_det and per area range at the largest, from an accumulated COCOeval.
+
+    ``eval["recall"]`` has shape (T IoU thresholds, K categories (1 with useCats=0), A area
+    ranges, M maxDets) and holds -1 where a cell has no ground truth; AR is the mean over the
+    valid cells (as ``COCOeval.summarize`` does), NaN when there is none. Reading it directly
+    works for any maxDets, unlike ``stats``, whose rows assume exactly three maxDets.
+    """
+    p = cocoeval.params
+    recall = cocoeval.eval["recall"]
+
+    def ar(area_label, max_det):
+        r = recall[:, :, p.areaRngLbl.index(area_label), list(p.maxDets).index(max_det)]
+        r = r[r > -1]
+        return float(np.mean(r) * 100) if r.size else float("nan")
+
+    out = OrderedDict((f"AR@{m}", ar("all", m)) for m in max_dets)
+    top = max(max_dets)
+    for key, label in _AREA_KEYS:
+        out[f"{key}@{top}"] = ar(label, top)
+    return out
+
+
+def format_ar_table(results):
+    """``{"segm_proposals": {metric: value}, ...}`` -> a text table, one row per task."""
+    if not results:
+        return "(no results)"
+    metrics = list(next(iter(results.values())).keys())
+    rows = [[task] + [results[task].get(m, float("nan")) for m in metrics] for task in results]
+    return tabulate(rows, headers=["proposals"] + metrics, tablefmt="pipe", floatfmt=".3f",
+                    numalign="left")
