@@ -1,4 +1,5 @@
-"""Datasets for InstanceFCN: a deterministic synthetic COCO-format generator."""
+"""Data for InstanceFCN: the dataset mapper, the synthetic generator, dataset names."""
+from .mapper import InstanceFCNDatasetMapper, clean_annotations  # noqa: F401
 from .synthetic import (  # noqa: F401
     DEFAULT_ROOT,
     DEFAULT_SPLITS,
@@ -10,3 +11,4 @@ from .synthetic import (  # noqa: F401
     split_paths,
     summarize_split,
 )
+from .datasets import SYNTHETIC_PRESETS, register_project_datasets  # noqa: F401

@@ -65,8 +65,7 @@ class InstanceFCNDatasetMapper(DatasetMapper):
 
     @configurable
     def __init__(self, is_train: bool, **kwargs):
-        kwargs.setdefault("use_instance_mask", True)
-        kwargs["recompute_boxes"] = kwargs.get("use_instance_mask", True)
+        kwargs["use_instance_mask"] = True
         super().__init__(is_train, **kwargs)
 
     @classmethod
@@ -91,13 +90,14 @@ class InstanceFCNDatasetMapper(DatasetMapper):
         mask_format = self.instance_mask_format
         if any(not isinstance(a.get("segmentation", []), list) for a in objects):
             mask_format = "bitmask"
-        saved = self.instance_mask_format
-        self.instance_mask_format = mask_format
-        try:
-            dataset_dict["annotations"] = objects
-            super()._transform_annotations(dataset_dict, transforms, image_shape)
-        finally:
-            self.instance_mask_format = saved
+        annos = [
+            utils.transform_instance_annotations(a, transforms, image_shape) for a in objects
+        ]
+        instances = utils.annotations_to_instances(annos, image_shape, mask_format=mask_format)
+        if annos and instances.has("gt_masks"):
+            # Boxes from the (transformed, clipped) masks: the window rule reads box centres.
+            instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+        dataset_dict["instances"] = utils.filter_empty_instances(instances)
 
     def __call__(self, dataset_dict):
         try:

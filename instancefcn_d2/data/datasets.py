@@ -1,0 +1,52 @@
+"""Dataset names this project registers on top of detectron2's builtin ones.
+
+* ``synthetic_train`` / ``synthetic_val``: the generated quick-start data (see
+  :mod:`.synthetic`), written once under ``$INSTANCEFCN_SYNTHETIC_ROOT`` (default
+  ``datasets/synthetic``); ``synthetic_tiny_train`` / ``synthetic_tiny_val``: a few small
+  images for smoke tests.
+* ``voc_2012_sbd_train`` / ``voc_2012_sbd_val``: PASCAL VOC 2012 / SBD instance masks in
+  COCO-JSON form, read from ``$DETECTRON2_DATASETS/voc_sbd/{train,val}.json`` with images in
+  ``$DETECTRON2_DATASETS/voc_sbd/JPEGImages`` (README, "VOC / SBD").
+
+Only the names a config actually uses are registered (and, for synthetic data, generated).
+"""
+import os
+
+from detectron2.data import DatasetCatalog
+from detectron2.data.datasets import register_coco_instances
+
+from .synthetic import default_root, register_synthetic
+
+__all__ = ["SYNTHETIC_PRESETS", "register_project_datasets"]
+
+# preset -> (root suffix, {split: (num_images, seed)}, generator params)
+SYNTHETIC_PRESETS = {
+    "synthetic": ("", {"train": (200, 1), "val": (50, 2)}, {"object_size": (40, 200)}),
+    "synthetic_tiny": (
+        "_tiny",
+        {"train": (6, 11), "val": (3, 12)},
+        {"min_size": 96, "max_size": 128, "object_size": (24, 80), "max_objects": 4},
+    ),
+}
+
+
+def register_project_datasets(cfg=None, names=None):
+    """Register the project's datasets named in ``cfg.DATASETS`` (or in ``names``)."""
+    if names is None:
+        names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST) if cfg is not None else []
+    names = [n for n in names if n not in DatasetCatalog.list()]
+    for preset, (suffix, splits, params) in SYNTHETIC_PRESETS.items():
+        wanted = [f"{preset}_{s}" for s in splits]
+        if any(n in wanted for n in names):
+            register_synthetic(default_root() + suffix, names=wanted, splits=splits, **params)
+    voc_root = os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "voc_sbd")
+    for split in ("train", "val"):
+        name = f"voc_2012_sbd_{split}"
+        json_file = os.path.join(voc_root, f"{split}.json")
+        if name in names:
+            if not os.path.isfile(json_file):
+                raise FileNotFoundError(
+                    f"{name}: {json_file} not found. Convert SBD/VOC 2012 instance masks to COCO "
+                    "JSON first (README, 'VOC / SBD')."
+                )
+            register_coco_instances(name, {}, json_file, os.path.join(voc_root, "JPEGImages"))
