@@ -64,7 +64,12 @@ def proposals_from_windows(mask_logits: torch.Tensor, objectness_logits: torch.T
         pasted masks), ``scores`` ``(N,)`` descending and ``objectness_logits`` ``(N,)``.
     """
     probs = mask_logits.sigmoid()
-    tight, nonempty = mask_tight_boxes(probs >= mask_threshold, windows)
+    # Only cells overlapping the image count: the cells of a border window that fall off the
+    # feature map read zero-padded logits (probability exactly 0.5, foreground at the default
+    # threshold), which would inflate the NMS boxes and let windows with nothing inside the
+    # image pass as non-empty and take top-N slots, to be dropped only after pasting.
+    fg = (probs >= mask_threshold) & _cells_in_image(windows, probs.shape[-1], image_size)
+    tight, nonempty = mask_tight_boxes(fg, windows)
     keep = nonempty.nonzero().squeeze(1)
     probs, tight, windows, obj = probs[keep], tight[keep], windows[keep], objectness_logits[keep]
 
@@ -72,7 +77,8 @@ def proposals_from_windows(mask_logits: torch.Tensor, objectness_logits: torch.T
     keep = batched_nms(tight, obj, torch.zeros_like(obj, dtype=torch.long), nms_thresh)[:max_proposals]
     probs, windows, obj = probs[keep], windows[keep], obj[keep]
 
-    masks = paste_masks_in_image(probs, Boxes(windows), image_size, threshold=mask_threshold)
+    # .bool(): with no mask to paste detectron2 returns a uint8 (0, H, W) tensor
+    masks = paste_masks_in_image(probs, Boxes(windows), image_size, threshold=mask_threshold).bool()
     nonempty = masks.flatten(1).any(dim=1)
     masks, obj = masks[nonempty], obj[nonempty]
 
@@ -82,6 +88,18 @@ def proposals_from_windows(mask_logits: torch.Tensor, objectness_logits: torch.T
     result.scores = obj.sigmoid()
     result.objectness_logits = obj
     return result
+
+
+def _cells_in_image(windows: torch.Tensor, m: int, image_size: Tuple[int, int]) -> torch.Tensor:
+    """``(P, m, m)`` bool: the cells of each ``(P, 4)`` window that overlap the ``(H, W)`` image."""
+    h, w = image_size
+    edges = torch.arange(m + 1, device=windows.device, dtype=windows.dtype) / m
+    ww, wh = windows[:, 2:3] - windows[:, 0:1], windows[:, 3:4] - windows[:, 1:2]
+    xe, ye = windows[:, 0:1] + edges * ww, windows[:, 1:2] + edges * wh  # (P, m + 1) cell edges
+    tx, ty = 1e-3 * ww / m, 1e-3 * wh / m  # float slack: a cell that merely touches is out
+    inx = (xe[:, :-1] < w - tx) & (xe[:, 1:] > tx)
+    iny = (ye[:, :-1] < h - ty) & (ye[:, 1:] > ty)
+    return iny[:, :, None] & inx[:, None, :]
 
 
 def _masks_to_boxes(masks: torch.Tensor) -> Boxes:
