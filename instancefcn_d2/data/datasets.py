@@ -21,7 +21,13 @@ __all__ = ["SYNTHETIC_PRESETS", "register_project_datasets"]
 
 # preset -> (root suffix, {split: (num_images, seed)}, generator params)
 SYNTHETIC_PRESETS = {
-    "synthetic": ("", {"train": (200, 1), "val": (50, 2)}, {"object_size": (40, 200)}),
+    # Small images keep the CPU quick start fast; objects span the sizes the quick-start
+    # pyramid (0.5x .. 2x) brings to the window's canonical 96 px.
+    "synthetic": (
+        "",
+        {"train": (200, 1), "val": (40, 2)},
+        {"min_size": 128, "max_size": 192, "object_size": (40, 150)},
+    ),
     "synthetic_tiny": (
         "_tiny",
         {"train": (6, 11), "val": (3, 12)},

@@ -138,6 +138,10 @@ def _atomic_write(path, write_fn, mode):
     try:
         with os.fdopen(fd, mode) as f:
             write_fn(f)
+        # mkstemp creates the file 0600; give the result the usual umask-derived mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,150 @@
+"""Pictures of segment proposals: overlays drawn with detectron2's ``Visualizer``.
+
+Colour convention: :func:`draw_proposals` takes a **BGR** image (as ``cv2.imread`` and
+``read_image(path, format="BGR")`` give) and returns an **RGB** image (as ``Visualizer``
+draws, ready for matplotlib / PIL). Write it with ``cv2.imwrite(path, rgb[:, :, ::-1])``.
+:func:`side_by_side` takes and returns RGB.
+"""
+import colorsys
+
+import cv2
+import numpy as np
+import torch
+
+from detectron2.utils.colormap import colormap
+from detectron2.utils.visualizer import ColorMode, Visualizer
+
+__all__ = ["proposal_colors", "draw_proposals", "side_by_side"]
+
+
+def _palette():
+    """detectron2's colormap (RGB in [0, 1]) without its greys, black and white."""
+    colours = colormap(rgb=True, maximum=1)
+    keep, seen = [], set()
+    for c in colours:  # the colormap repeats a few entries: keep the first of each
+        key = tuple(np.round(c, 3))
+        if colorsys.rgb_to_hsv(*c)[1] > 0.35 and max(c) > 0.3 and key not in seen:
+            seen.add(key)
+            keep.append(c)
+    return np.asarray(keep, dtype=np.float64)
+
+
+_PALETTE = _palette()
+
+
+def proposal_colors(n):
+    """``n`` distinct RGB colours in [0, 1], the same for the same rank in every picture.
+
+    The first ones come from detectron2's colormap (greys removed); past its end, hues
+    follow the golden ratio, so no two of the ``n`` colours are equal.
+    """
+    colours = [tuple(c) for c in _PALETTE[: min(n, len(_PALETTE))]]
+    for i in range(n - len(colours)):
+        hue = (0.1 + i * 0.618033988749895) % 1.0
+        sat = 0.95 - 0.25 * ((i // 7) % 3) / 2  # vary a little so that near hues still differ
+        colours.append(colorsys.hsv_to_rgb(hue, sat, 0.9 - 0.02 * (i % 5)))
+    return colours
+
+
+def _numpy(x):
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def draw_proposals(image_bgr, instances, top_n=20, score_labels=True, alpha=0.5):
+    """Overlay the ``top_n`` highest-scoring proposals of one image.
+
+    Args:
+        image_bgr (ndarray): ``(H, W, 3)`` uint8, **BGR**.
+        instances (Instances): in the image's frame, with ``pred_masks`` ``(N, H, W)`` and
+            ``scores`` ``(N,)`` (the model's ``outputs[i]["instances"]``; any device).
+        top_n (int): how many proposals to draw, best first; ``None`` or ``<= 0`` draws all.
+        score_labels (bool): write each proposal's score (``"0.93"``) at its mask.
+        alpha (float): mask opacity.
+
+    Returns:
+        ndarray: ``(H, W, 3)`` uint8 **RGB**. With no proposals, the input image in RGB.
+
+    Each drawn proposal gets its own colour, chosen by score rank (see :func:`proposal_colors`).
+    """
+    image_bgr = np.asarray(image_bgr)
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {image_bgr.shape}")
+    image_rgb = np.ascontiguousarray(image_bgr[:, :, ::-1]).astype(np.uint8)
+    height, width = image_rgb.shape[:2]
+    if len(instances) == 0:
+        return image_rgb.copy()
+
+    scores = _numpy(instances.scores).astype(np.float64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    if top_n is not None and top_n > 0:
+        order = order[:top_n]
+    masks = _numpy(instances.pred_masks)[order]
+    if masks.shape[1:] != (height, width):
+        raise ValueError(f"masks are {masks.shape[1:]} but the image is {(height, width)}")
+    masks = masks >= 0.5 if masks.dtype != np.bool_ else masks
+    keep = masks.reshape(len(masks), -1).any(axis=1)  # an empty mask has nothing to draw or label
+    masks, order = masks[keep], order[keep]
+    if len(order) == 0:
+        return image_rgb.copy()
+
+    labels = [f"{scores[i]:.2f}" for i in order] if score_labels else None
+    vis = Visualizer(image_rgb, metadata=None, scale=1.0, instance_mode=ColorMode.IMAGE)
+    out = vis.overlay_instances(
+        masks=[m.astype(np.uint8) for m in masks],
+        labels=labels,
+        assigned_colors=proposal_colors(len(order)),
+        alpha=alpha,
+    ).get_image()
+    if out.shape[:2] != (height, width):  # matplotlib rounding; never seen, but keep the contract
+        out = cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def side_by_side(images, titles=None, gap=8, title_height=None, background=(255, 255, 255)):
+    """Paste RGB images left to right under a title strip.
+
+    Args:
+        images (list[ndarray]): ``(H_i, W_i, 3)`` uint8 RGB (or ``(H_i, W_i)`` grey) images;
+            shorter ones are padded at the bottom.
+        titles (list[str] | None): one caption per image, drawn in black above it.
+        gap (int): pixels between images.
+        title_height (int | None): height of the strip; default scales with the tallest image.
+        background: RGB fill of the strip, gaps and padding.
+
+    Returns:
+        ndarray: ``(title_height + max H_i, sum W_i + gap * (n - 1), 3)`` uint8 RGB.
+    """
+    if len(images) == 0:
+        raise ValueError("side_by_side needs at least one image")
+    titles = list(titles) if titles is not None else [""] * len(images)
+    if len(titles) != len(images):
+        raise ValueError(f"{len(images)} images but {len(titles)} titles")
+    images = [np.asarray(im) for im in images]
+    images = [np.repeat(im[:, :, None], 3, axis=2) if im.ndim == 2 else im for im in images]
+    for im in images:
+        if im.ndim != 3 or im.shape[2] != 3:
+            raise ValueError(f"expected (H, W, 3) images, got shape {im.shape}")
+    max_h = max(im.shape[0] for im in images)
+    if title_height is None:
+        title_height = int(np.clip(round(max_h * 0.08), 24, 64)) if any(titles) else 0
+    width = sum(im.shape[1] for im in images) + gap * (len(images) - 1)
+    canvas = np.empty((title_height + max_h, width, 3), np.uint8)
+    canvas[:] = np.asarray(background, np.uint8)
+
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    x = 0
+    for im, title in zip(images, titles):
+        h, w = im.shape[:2]
+        canvas[title_height : title_height + h, x : x + w] = im.astype(np.uint8)
+        if title and title_height > 0:
+            # Largest scale (<= 1) at which the caption fits this image's width and the strip.
+            thickness = 1 if title_height < 40 else 2
+            scale = title_height / 40.0
+            (tw, th), _ = cv2.getTextSize(title, font, scale, thickness)
+            if tw > w - 4:
+                scale *= (w - 4) / max(tw, 1)
+                (tw, th), _ = cv2.getTextSize(title, font, scale, thickness)
+            org = (x + max((w - tw) // 2, 2), (title_height + th) // 2)
+            cv2.putText(canvas, title, org, font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+        x += w + gap
+    return canvas
