@@ -8,29 +8,84 @@
 
 Evaluation uses the class-agnostic SegmentProposalEvaluator (mask and box AR@10/100/1000).
 """
+import json
 import logging
 import os
 
 import instancefcn_d2  # noqa: F401  (registers the model; must precede detectron2 imports)
 from instancefcn_d2 import add_instancefcn_config
 from instancefcn_d2.data import InstanceFCNDatasetMapper, register_project_datasets
-from instancefcn_d2.engine import check_config, cpu_ddp_support, launch_any_device, merge_config
+from instancefcn_d2.checkpoint import AtomicDetectionCheckpointer
+from instancefcn_d2.engine import (
+    check_config,
+    cpu_ddp_support,
+    explain_nonfinite_loss,
+    launch_any_device,
+    merge_config,
+)
 from instancefcn_d2.evaluation import SegmentProposalEvaluator
 
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
+from detectron2.engine import DefaultTrainer, TrainerBase, default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
+from detectron2.utils.logger import setup_logger
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with InstanceFCN's data mapper and the segment-proposal evaluator."""
+    """DefaultTrainer with InstanceFCN's data mapper and the segment-proposal evaluator.
+
+    Also: checkpoints are written atomically (``AtomicDetectionCheckpointer``) and hold the
+    optimizer state, so ``--resume`` after a kill continues with the same momentum buffers
+    and LR schedule; a NaN/inf loss stops training with hints on the cause.
+    """
 
     def __init__(self, cfg):
         with cpu_ddp_support():  # --num-gpus N on a CPU-only machine runs N gloo processes
             super().__init__(cfg)
+
+    def build_hooks(self):
+        # DefaultTrainer.__init__ creates self.checkpointer, then calls build_hooks(), which
+        # hands it to PeriodicCheckpointer: swap in the atomic one (same model, directory and
+        # checkpointables) before the hooks are built.
+        old = self.checkpointer
+        self.checkpointer = AtomicDetectionCheckpointer(
+            old.model, old.save_dir, save_to_disk=old.save_to_disk, **old.checkpointables
+        )
+        return super().build_hooks()
+
+    def state_dict(self):
+        # This detectron2's DefaultTrainer saves only the iteration and the LR scheduler;
+        # the optimizer (SGD momentum buffers) lives in the inner SimpleTrainer.
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        inner = state_dict.pop("_trainer", None)
+        TrainerBase.load_state_dict(self, state_dict)  # iteration + hooks (LR scheduler)
+        log = logging.getLogger("instancefcn_d2.train_net")
+        if inner is None:
+            log.warning(
+                "The checkpoint has no optimizer state (written before train_net.py saved it): "
+                "SGD momentum restarts from zero."
+            )
+            return
+        self._trainer.load_state_dict(inner)
+        n = sum(1 for st in self.optimizer.state.values() if "momentum_buffer" in st)
+        log.info(
+            f"Restored the trainer state of iteration {self.iter}: optimizer ({n} momentum "
+            "buffers) and LR scheduler."
+        )
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except FloatingPointError as e:
+            raise explain_nonfinite_loss(self.cfg, e, self.checkpointer.get_checkpoint_file()) from e
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -53,7 +108,16 @@ def setup(args):
     merge_config(cfg, args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    # default_setup configures detectron2's and fvcore's loggers; ours (evaluator table, data
+    # warnings) go to the same console and OUTPUT_DIR/log.txt.
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="instancefcn_d2")
+    # Synthetic data is generated on first use: by the main process alone, the others wait
+    # (with N processes writing the same folder at once, files could be deleted mid-write).
+    if not comm.is_main_process():
+        comm.synchronize()
     register_project_datasets(cfg)
+    if comm.is_main_process():
+        comm.synchronize()
     check_config(cfg, training=not args.eval_only, resume=args.resume)
     return cfg
 
@@ -66,16 +130,28 @@ def main(args):
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
+            save_results(cfg, res)
         return res
 
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    trainer.train()
+    res = getattr(trainer, "_last_eval_results", None)
+    if res and comm.is_main_process():
+        save_results(cfg, res)
+    return res
+
+
+def save_results(cfg, results):
+    """Final AR table as JSON beside the checkpoints: OUTPUT_DIR/proposal_ar.json."""
+    path = os.path.join(cfg.OUTPUT_DIR, "proposal_ar.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    logging.getLogger("instancefcn_d2").info(f"Proposal AR written to {path}")
 
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
-    logging.getLogger("instancefcn_d2").setLevel(logging.INFO)
     launch_any_device(
         main,
         args.num_gpus,
