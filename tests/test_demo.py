@@ -3,6 +3,7 @@ import importlib.util
 import json
 import logging
 import os
+import pickle
 import subprocess
 import sys
 
@@ -117,7 +118,8 @@ def test_demo_folder_overlays_json_and_broken_file(demo, image_dir, tmp_path, ca
     torch.manual_seed(0)  # random-init weights: the same proposals on every run
     with caplog.at_level(logging.INFO, logger="instancefcn_d2.demo"):
         rc = demo.main(["--config-file", CONFIG, "--input", str(image_dir), "--output", str(out_dir),
-                        "--json", str(json_path), "--opts", *FAST_OPTS])
+                        "--json", str(json_path), "--proposals-pkl", str(tmp_path / "boxes.pkl"),
+                        "--opts", *FAST_OPTS])
     assert rc != 0  # broken.png failed
     assert "broken.png" in caplog.text and "skipped" in caplog.text
 
@@ -154,6 +156,14 @@ def test_demo_folder_overlays_json_and_broken_file(demo, image_dir, tmp_path, ca
             changed = np.abs(overlay.astype(int) - original.astype(int)).sum(axis=2) > 0
             assert changed[drawn].mean() > 0.5
     print(f"{len(records)} proposals; overlay pixels checked on {checked}")
+
+    # The box pickle holds the same proposals, per readable image, in detectron2's format.
+    with open(tmp_path / "boxes.pkl", "rb") as f:
+        pkl = pickle.load(f)
+    assert len(pkl["ids"]) == len(good) and pkl["bbox_mode"] == 0
+    for image_id, boxes, logits in zip(pkl["ids"], pkl["boxes"], pkl["objectness_logits"]):
+        recs = [r for r in records if r["image_id"] == image_id]
+        assert boxes.shape == (len(recs), 4) and logits.shape == (len(recs),)
 
 
 def test_demo_cli_single_image_and_missing_input(image_dir, tmp_path):

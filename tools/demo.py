@@ -26,7 +26,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import instancefcn_d2  # noqa: E402,F401  (registers the model; must precede detectron2 imports)
 from instancefcn_d2 import add_instancefcn_config  # noqa: E402
 from instancefcn_d2.engine import merge_config  # noqa: E402
-from instancefcn_d2.evaluation.export import instances_to_coco_results, write_coco_results  # noqa: E402
+from instancefcn_d2.evaluation.export import (  # noqa: E402
+    instances_to_coco_results,
+    instances_to_proposal_record,
+    write_coco_results,
+    write_proposal_pickle,
+)
 from instancefcn_d2.visualize import draw_proposals  # noqa: E402
 
 import cv2  # noqa: E402
@@ -50,6 +55,9 @@ def build_parser():
     ap.add_argument("--top-n", type=int, default=20, help="proposals drawn per image (default 20; <= 0: all)")
     ap.add_argument("--json", default=None, metavar="FILE",
                     help="also write all proposals of all images as COCO results JSON (RLE masks)")
+    ap.add_argument("--proposals-pkl", default=None, metavar="FILE",
+                    help="also write the proposals' boxes as a detectron2 precomputed-proposal pickle "
+                         "(ids as in --image-id), for MODEL.LOAD_PROPOSALS")
     ap.add_argument("--image-id", choices=("index", "stem"), default="index",
                     help="image_id in --json: position in the input list (default), or the file "
                          "stem (as int when numeric, e.g. COCO's 000000397133.jpg -> 397133)")
@@ -170,7 +178,7 @@ def main(argv=None):
     logger.info(f"{len(paths)} image(s) -> {os.path.abspath(args.output)} (device {cfg.MODEL.DEVICE}, "
                 f"scales {list(cfg.MODEL.INSTANCEFCN.TEST_SCALES)}, top {args.top_n} drawn)")
 
-    results, failed, num_proposals = [], [], 0
+    results, records, failed, num_proposals = [], [], [], 0
     start = time.perf_counter()
     for index, (path, name) in enumerate(zip(paths, names)):
         t0 = time.perf_counter()
@@ -191,10 +199,13 @@ def main(argv=None):
             logger.exception(f"[{index + 1}/{len(paths)}] failed on {path!r}, skipped")
             failed.append(path)
             continue
+        image_id = _image_id(path, index, args.image_id)
         if args.json:
-            for record in instances_to_coco_results(instances, _image_id(path, index, args.image_id)):
+            for record in instances_to_coco_results(instances, image_id):
                 record["file_name"] = path
                 results.append(record)
+        if args.proposals_pkl:
+            records.append(instances_to_proposal_record(instances, image_id))
         num_proposals += len(instances)
         done = index + 1
         elapsed = time.perf_counter() - start
@@ -206,6 +217,9 @@ def main(argv=None):
     if args.json:
         write_coco_results(results, args.json)
         logger.info(f"Wrote {len(results)} proposals to {args.json}")
+    if args.proposals_pkl:
+        write_proposal_pickle(records, args.proposals_pkl)
+        logger.info(f"Wrote box proposals of {len(records)} image(s) to {args.proposals_pkl}")
     ok = len(paths) - len(failed)
     elapsed = time.perf_counter() - start
     logger.info(f"Done: {ok}/{len(paths)} image(s) in {_fmt_seconds(elapsed)} "
