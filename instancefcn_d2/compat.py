@@ -122,6 +122,40 @@ def _quiet_jit_script_warning():
     )
 
 
+def _map_dataset_fallback():
+    # When a mapper returns None (an unreadable image), detectron2's MapDataset draws a
+    # replacement with `rng.sample(<set>, k=1)`, which Python >= 3.11 rejects (TypeError):
+    # skipping one bad image would end training. The replacement RNG accepts sets (sorted, so
+    # the draw stays seeded) and says clearly when every image failed. Lists pass unchanged,
+    # so this is a no-op where detectron2 already samples from a sequence.
+    import random
+
+    from detectron2.data import common
+
+    if getattr(common.MapDataset, "_instancefcn_fallback_rng", False):
+        return
+
+    class FallbackRandom(random.Random):
+        def sample(self, population, k, **kwargs):
+            if isinstance(population, (set, frozenset)):
+                if not population:
+                    raise RuntimeError(
+                        "Every image of the training set failed to load or map (see the warnings "
+                        "'Cannot use image ...' above): check the image files and annotations."
+                    )
+                population = sorted(population)
+            return super().sample(population, k, **kwargs)
+
+    original_init = common.MapDataset.__init__
+
+    def __init__(self, dataset, map_func):
+        original_init(self, dataset, map_func)
+        self._rng = FallbackRandom(42)  # the seed detectron2 uses
+
+    common.MapDataset.__init__ = __init__
+    common.MapDataset._instancefcn_fallback_rng = True
+
+
 _applied = False
 
 
@@ -135,4 +169,5 @@ def apply():
     _numpy_aliases()
     _pkg_resources()
     _quiet_jit_script_warning()
+    _map_dataset_fallback()
     _applied = True

@@ -19,7 +19,14 @@ from detectron2.data import DatasetCatalog
 from detectron2.engine import launch
 from detectron2.utils import comm
 
-__all__ = ["merge_config", "check_config", "launch_any_device", "cpu_ddp_support"]
+__all__ = [
+    "merge_config",
+    "check_config",
+    "check_dataset_files",
+    "explain_nonfinite_loss",
+    "launch_any_device",
+    "cpu_ddp_support",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,51 +43,188 @@ def merge_config(cfg, config_file: str = "", opts=()):
     """``merge_from_file`` + ``merge_from_list`` with close-match hints for unknown keys."""
     if config_file and not os.path.isfile(config_file):
         raise FileNotFoundError(f"Config file not found: {config_file!r}")
+    where = f" in {config_file!r} (or a _BASE_ file it includes)"
     try:
         if config_file:
             cfg.merge_from_file(config_file)
+        where = " in the command-line overrides"
         cfg.merge_from_list(list(opts))
-    except KeyError as e:
+    except (KeyError, AssertionError) as e:
         msg = str(e.args[0]) if e.args else str(e)
+        # yacs raises KeyError for an unknown key in a file but AssertionError
+        # ("Non-existent key: ...") for one in the command-line opts.
+        if isinstance(e, AssertionError) and not msg.startswith("Non-existent"):
+            raise
         bad = msg.split(":")[-1].strip().strip("'\"")
         hints = difflib.get_close_matches(bad, list(_all_keys(cfg)), n=3, cutoff=0.6)
         hint = f" Did you mean {' or '.join(hints)}?" if hints else ""
-        raise KeyError(f"{msg}.{hint} (config keys: instancefcn_d2/config.py)") from None
+        raise KeyError(f"{msg}{where}.{hint} (config keys: instancefcn_d2/config.py)") from None
     return cfg
 
 
-def check_config(cfg, training: bool = True, resume: bool = False):
-    """Raise before any work starts when the datasets or the weights file cannot be used."""
-    for split, names in (("DATASETS.TRAIN", cfg.DATASETS.TRAIN if training else ()),
-                         ("DATASETS.TEST", cfg.DATASETS.TEST)):
-        for name in names:
-            if name not in DatasetCatalog.list():
-                close = difflib.get_close_matches(name, DatasetCatalog.list(), n=3)
-                raise KeyError(
-                    f"{split} names {name!r}, which is not a registered dataset"
-                    + (f" (did you mean {close}?)" if close else "")
-                    + ". Builtin COCO/LVIS names need their files under $DETECTRON2_DATASETS; "
-                    "register your own COCO-format data with detectron2.data.datasets."
-                    "register_coco_instances (see README, 'Your own data')."
-                )
+def check_config(cfg, training: bool = True, resume: bool = False, check_files: bool = True):
+    """Raise before any work starts when the datasets or the weights file cannot be used.
+
+    With ``check_files`` every dataset of the run (DATASETS.TRAIN when ``training``, and
+    DATASETS.TEST, which periodic evaluation reads mid-run) is loaded once and each image
+    file is stat-ed: a missing JSON file, or image files that are missing or empty (0 bytes),
+    fail here, with their count and first names, instead of hours into training.
+    """
+    datasets = [("DATASETS.TRAIN", n) for n in (cfg.DATASETS.TRAIN if training else ())]
+    datasets += [("DATASETS.TEST", n) for n in cfg.DATASETS.TEST]
+    for split, name in datasets:
+        if name not in DatasetCatalog.list():
+            close = difflib.get_close_matches(name, sorted(set(DatasetCatalog.list()) | _project_names()), n=3)
+            raise KeyError(
+                f"{split} names {name!r}, which is not a registered dataset"
+                + (f" (did you mean {close}?)" if close else "")
+                + ". Builtin COCO/LVIS names need their files under $DETECTRON2_DATASETS; "
+                "register your own COCO-format data with detectron2.data.datasets."
+                "register_coco_instances (see README, 'Your own data')."
+            )
     c = cfg.MODEL.INSTANCEFCN
     if not 1 <= c.K <= c.WINDOW_SIZE:
         raise ValueError(f"MODEL.INSTANCEFCN.K ({c.K}) must be in [1, WINDOW_SIZE={c.WINDOW_SIZE}]")
-    weights = cfg.MODEL.WEIGHTS
+    mean, std = list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD)
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(
+            f"MODEL.PIXEL_MEAN={mean} / MODEL.PIXEL_STD={std} must have 3 values (BGR) each and "
+            "a positive std (a zero std divides the input by zero: NaN losses)."
+        )
     last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
+    # On resume the checkpointer reads OUTPUT_DIR/last_checkpoint and ignores MODEL.WEIGHTS.
     if resume and os.path.isfile(last):
-        return  # the checkpointer resumes from OUTPUT_DIR and ignores MODEL.WEIGHTS
-    if weights and "://" not in weights:
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(
-                f"MODEL.WEIGHTS={weights!r} does not exist. For the ImageNet VGG-16 start run "
-                "`bash tools/setup.sh` (it writes weights/vgg16_caffe_imagenet.pth), or point "
-                "MODEL.WEIGHTS at a trained model_final.pth."
-            )
-        if cfg.MODEL.BACKBONE.NAME == "build_vgg16_backbone":
-            from .weights import check_vgg16_checkpoint
+        _check_last_checkpoint(last)
+    else:
+        _check_weights(cfg)
+    if check_files:
+        for split, name in datasets:
+            check_dataset_files(name, split)
 
+
+def _project_names():
+    """Dataset names this project can register (close-match candidates for typos)."""
+    from .data.datasets import SYNTHETIC_PRESETS
+
+    names = {f"voc_2012_sbd_{s}" for s in ("train", "val")}
+    for preset, (_, splits, _) in SYNTHETIC_PRESETS.items():
+        names |= {f"{preset}_{s}" for s in splits}
+    return names
+
+
+def _check_last_checkpoint(last):
+    with open(last) as f:
+        name = f.read().strip()
+    path = os.path.join(os.path.dirname(last), name)
+    if not name or not os.path.isfile(path) or os.path.getsize(path) == 0:
+        others = sorted(f for f in os.listdir(os.path.dirname(last)) if f.endswith(".pth"))
+        raise FileNotFoundError(
+            f"--resume: {last} names {name!r}, but {path} is missing or empty. Write the name of an "
+            f"intact checkpoint into it (present: {others[-3:] or 'none'}), or delete it to start "
+            "from MODEL.WEIGHTS."
+        )
+
+
+def _check_weights(cfg):
+    weights = cfg.MODEL.WEIGHTS
+    if not weights or "://" in weights:
+        return
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(
+            f"MODEL.WEIGHTS={weights!r} does not exist. For the ImageNet VGG-16 start run "
+            "`bash tools/setup.sh` (it writes weights/vgg16_caffe_imagenet.pth), or point "
+            "MODEL.WEIGHTS at a trained model_final.pth."
+        )
+    if cfg.MODEL.BACKBONE.NAME == "build_vgg16_backbone":
+        from .weights import check_vgg16_checkpoint
+
+        try:
             check_vgg16_checkpoint(weights)
+        except ValueError as e:
+            raise ValueError(
+                f"MODEL.WEIGHTS={weights!r} cannot initialise the VGG-16 backbone: {str(e).rstrip('.')}. Use the "
+                "file written by `bash tools/setup.sh`, convert your own with "
+                "tools/convert_vgg16_weights.py, or set MODEL.WEIGHTS \"\" to train from scratch."
+            ) from e
+
+
+def check_dataset_files(name: str, split: str = "dataset", max_names: int = 5):
+    """Load a registered dataset and raise unless its JSON and every image file are usable.
+
+    Returns the number of images. Only ``os.stat`` per image (no decoding): cheap even for
+    ~100k local files. Corrupt-but-nonempty images are left to the mapper (skipped with a
+    warning in training, a clear error at test time).
+    """
+    from detectron2.data import MetadataCatalog
+
+    meta = MetadataCatalog.get(name)
+    json_file = meta.get("json_file", None)
+    if json_file and "://" not in json_file and not os.path.isfile(json_file):
+        raise FileNotFoundError(
+            f"{split}: dataset {name!r} reads its annotations from {json_file!r}, which does "
+            "not exist. Fix the path given to register_coco_instances (or $DETECTRON2_DATASETS "
+            "for builtin names)."
+        )
+    try:
+        dicts = DatasetCatalog.get(name)
+    except Exception as e:
+        raise RuntimeError(
+            f"{split}: loading dataset {name!r}"
+            + (f" from {json_file!r}" if json_file else "")
+            + f" failed: {type(e).__name__}: {e}"
+        ) from e
+    missing, empty = [], []
+    for d in dicts:
+        path = d.get("file_name", "")
+        if "://" in path:
+            continue
+        try:
+            if os.stat(path).st_size == 0:
+                empty.append(path)
+        except OSError:
+            missing.append(path)
+    if missing or empty:
+        image_root = meta.get("image_root", None)
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of {len(dicts)} image files do not exist, e.g. {missing[:max_names]}")
+        if empty:
+            parts.append(f"{len(empty)} image file(s) are empty (0 bytes), e.g. {empty[:max_names]}")
+        raise FileNotFoundError(
+            f"{split}: dataset {name!r}: " + "; ".join(parts) + ". "
+            + (f"Check the image root it was registered with ({image_root!r}) and the "
+               "'file_name' fields of its JSON, " if image_root else "Check the 'file_name' fields, ")
+            + "or remove those images from the annotations."
+        )
+    logger.info(f"{split}: dataset {name!r}: {len(dicts)} images, all files present.")
+    return len(dicts)
+
+
+def explain_nonfinite_loss(cfg, error: Exception, last_checkpoint: str = "") -> FloatingPointError:
+    """detectron2's "Loss became infinite or NaN" error, with what to check and how to go on."""
+    s = cfg.SOLVER
+    clip = s.CLIP_GRADIENTS
+    lines = [
+        str(error),
+        "Likely causes, most common first:",
+        f"  * learning rate too high: SOLVER.BASE_LR={s.BASE_LR} (try 1/10 of it) or a longer "
+        f"warmup (SOLVER.WARMUP_ITERS={s.WARMUP_ITERS});",
+        "  * gradient clipping "
+        + (f"is on (CLIP_TYPE={clip.CLIP_TYPE}, CLIP_VALUE={clip.CLIP_VALUE}): try a smaller CLIP_VALUE;"
+           if clip.ENABLED else
+           "is off: set SOLVER.CLIP_GRADIENTS.ENABLED True (CLIP_TYPE norm, CLIP_VALUE 10);"),
+        f"  * MODEL.PIXEL_MEAN={list(cfg.MODEL.PIXEL_MEAN)} / PIXEL_STD={list(cfg.MODEL.PIXEL_STD)} may not "
+        "match the weights (Caffe VGG-16: mean [103.939, 116.779, 123.68], std [1, 1, 1]; torchvision "
+        "VGG-16: see instancefcn_d2/weights.py);",
+        "  * a broken image or annotation in this batch (look for warnings above).",
+    ]
+    if last_checkpoint:
+        lines.append(
+            f"The last good checkpoint is {last_checkpoint}. With --resume the optimizer and LR "
+            "schedule come back from it (a changed SOLVER.BASE_LR is ignored); to restart with new "
+            f"solver settings use MODEL.WEIGHTS {last_checkpoint} and a new OUTPUT_DIR."
+        )
+    return FloatingPointError("\n".join(lines))
 
 
 @contextlib.contextmanager

@@ -5,13 +5,16 @@ On top of the standard behaviour (read image, multi-scale ``ResizeShortestEdge``
 
 * keeps crowd regions as ``dataset_dict["crowd_boxes"]`` (detectron2 drops them) so that
   windows centred on a crowd are ignored, never negatives;
-* drops degenerate polygons (< 3 points or zero area) and annotations left without a
-  usable mask, with a warning, instead of failing deep inside ``PolygonMasks``;
-* accepts RLE masks for ordinary objects (the image then uses ``BitMasks``);
-* recomputes boxes from masks, since the positive-window rule reads box centres;
-* in training, returns ``None`` for an unreadable image (detectron2's loader then draws
-  another one and warns) so one corrupt file cannot end a long run; at test time it raises
-  an error naming the file.
+* drops degenerate polygons (< 3 points or zero area), RLE masks whose size is not the
+  image's, and annotations left without a usable mask, with a warning, instead of failing
+  deep inside ``PolygonMasks``; objects without any ``segmentation`` become ignore regions
+  (like crowds), since InstanceFCN cannot learn from a box alone;
+* accepts RLE masks (compressed or not) for ordinary objects (the image then uses ``BitMasks``);
+* recomputes boxes from masks, clipped to the image, since the positive-window rule reads
+  box centres; objects entirely outside the image are dropped;
+* in training, returns ``None`` for an unreadable image or unusable annotations (detectron2's
+  loader then draws another image and the mapper warns) so one corrupt file cannot end a long
+  run; at test time it raises an error naming the file.
 """
 import copy
 import logging
@@ -23,6 +26,7 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode, Boxes
+from pycocotools import mask as mask_util
 
 __all__ = ["InstanceFCNDatasetMapper", "clean_annotations"]
 
@@ -35,13 +39,14 @@ def _polygon_area(poly: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 
-def clean_annotations(annotations, file_name: str = ""):
+def clean_annotations(annotations, file_name: str = "", image_size=None):
     """Drop degenerate polygons and the annotations they leave without a mask.
 
-    Returns ``(kept, dropped_count)``. RLE segmentations and annotations without a
-    ``segmentation`` are kept as they are.
+    Returns ``(kept, dropped_count)``. Uncompressed RLE is compressed; with ``image_size``
+    ``(height, width)``, object RLE masks of another size are dropped. A non-crowd annotation
+    without a ``segmentation`` is kept as an ignore region (``iscrowd=1``).
     """
-    kept, dropped = [], 0
+    kept, dropped, wrong_size, no_mask = [], 0, 0, 0
     for anno in annotations:
         segm = anno.get("segmentation")
         if isinstance(segm, list):
@@ -51,13 +56,37 @@ def clean_annotations(annotations, file_name: str = ""):
                 dropped += 1
                 continue
             anno = dict(anno, segmentation=[p.tolist() for p in polys])
+        elif isinstance(segm, dict):
+            size = tuple(int(v) for v in segm.get("size", ()))
+            if image_size is not None and size != tuple(image_size) and not anno.get("iscrowd", 0):
+                wrong_size += 1  # (a crowd region only contributes its box)
+                continue
+            if isinstance(segm.get("counts"), list):  # uncompressed RLE
+                anno = dict(anno, segmentation=mask_util.frPyObjects(segm, *size))
+        elif segm is None and not anno.get("iscrowd", 0):
+            no_mask += 1
+            anno = dict(anno, iscrowd=1)
         kept.append(anno)
     if dropped:
         logger.warning(
             f"{file_name}: dropped {dropped} annotation(s) whose polygons are all degenerate "
             "(fewer than 3 points or zero area)."
         )
-    return kept, dropped
+    if wrong_size:
+        logger.warning(
+            f"{file_name}: dropped {wrong_size} annotation(s) whose RLE mask size is not the "
+            f"image's {tuple(image_size)}."
+        )
+    if no_mask:
+        logger.warning(
+            f"{file_name}: {no_mask} annotation(s) have no 'segmentation'; their boxes are used "
+            "as ignore regions (like crowds)."
+        )
+    return kept, dropped + wrong_size
+
+
+class _BadAnnotations(ValueError):
+    pass
 
 
 class InstanceFCNDatasetMapper(DatasetMapper):
@@ -75,7 +104,15 @@ class InstanceFCNDatasetMapper(DatasetMapper):
         return ret
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
-        annos, _ = clean_annotations(dataset_dict.pop("annotations"), dataset_dict.get("file_name", ""))
+        try:
+            self._transform_annotations_checked(dataset_dict, transforms, image_shape)
+        except Exception as e:
+            # One malformed annotation must not end a training run: the caller skips the image.
+            raise _BadAnnotations(f"{type(e).__name__}: {e}") from e
+
+    def _transform_annotations_checked(self, dataset_dict, transforms, image_shape):
+        size = (dataset_dict["height"], dataset_dict["width"]) if "height" in dataset_dict else None
+        annos, _ = clean_annotations(dataset_dict.pop("annotations"), dataset_dict.get("file_name", ""), size)
         crowd = [a for a in annos if a.get("iscrowd", 0)]
         objects = [a for a in annos if not a.get("iscrowd", 0)]
         crowd_boxes = np.zeros((0, 4), dtype=np.float32)
@@ -83,7 +120,9 @@ class InstanceFCNDatasetMapper(DatasetMapper):
             boxes = np.array(
                 [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in crowd], dtype=np.float32
             )
-            crowd_boxes = transforms.apply_box(boxes).clip(min=0)
+            crowd_boxes = transforms.apply_box(boxes)
+            crowd_boxes[:, 0::2] = crowd_boxes[:, 0::2].clip(0, image_shape[1])
+            crowd_boxes[:, 1::2] = crowd_boxes[:, 1::2].clip(0, image_shape[0])
         dataset_dict["crowd_boxes"] = Boxes(torch.as_tensor(crowd_boxes, dtype=torch.float32))
 
         # A non-polygon (RLE) object mask anywhere in the image means BitMasks for all of them.
@@ -95,8 +134,10 @@ class InstanceFCNDatasetMapper(DatasetMapper):
         ]
         instances = utils.annotations_to_instances(annos, image_shape, mask_format=mask_format)
         if annos and instances.has("gt_masks"):
-            # Boxes from the (transformed, clipped) masks: the window rule reads box centres.
+            # Boxes from the (transformed) masks, clipped to the image: the window rule reads
+            # the centres of the visible parts; objects entirely outside become empty boxes.
             instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+            instances.gt_boxes.clip(image_shape)
         dataset_dict["instances"] = utils.filter_empty_instances(instances)
 
     def __call__(self, dataset_dict):
@@ -105,8 +146,11 @@ class InstanceFCNDatasetMapper(DatasetMapper):
         except (OSError, SyntaxError, ValueError) as e:
             # PIL raises OSError/UnidentifiedImageError (and SyntaxError for some broken
             # headers) on corrupt or truncated files; detectron2 raises SizeMismatchError
-            # (a ValueError) when the file does not match the annotated height/width.
-            msg = f"Cannot use image {dataset_dict.get('file_name')!r}: {type(e).__name__}: {e}"
+            # (a ValueError) when the file does not match the annotated height/width;
+            # _BadAnnotations (a ValueError) wraps any failure on the image's annotations.
+            what = "the annotations of image" if isinstance(e, _BadAnnotations) else "image"
+            why = str(e) if isinstance(e, _BadAnnotations) else f"{type(e).__name__}: {e}"
+            msg = f"Cannot use {what} {dataset_dict.get('file_name')!r}: {why}"
             if self.is_train:
                 logger.warning(msg + " -- skipping it.")
                 return None
