@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's main command: set up (idempotent), then train on generated data, evaluate
+# proposal AR and draw pictures (tools/quickstart.py; extra arguments are passed on, e.g.
+# --with-k1-ablation, or KEY VALUE config overrides).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+bash tools/setup.sh
+"${PYTHON:-python3}" tools/quickstart.py "$@"
+echo "[quickstart] total wall clock, set-up included: $(( $(date +%s) - start )) s"
