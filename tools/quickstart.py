@@ -92,17 +92,21 @@ def main(argv=None):
     start = time.time()
 
     k5 = train_and_draw(args.output_dir, opts, args.pictures)
-    summary = {"k5": k5["segm_proposals"]}
+    summary = {"k5": k5["segm_proposals"], "k5_box": k5["box_proposals"],
+               "k5_wall_clock_s": round(time.time() - start, 1)}
     if args.with_k1_ablation:
         k1_dir = args.output_dir + "_k1"
+        t1 = time.time()
         k1 = train_and_draw(k1_dir, opts + ["MODEL.INSTANCEFCN.K", "1"], args.pictures)
         summary["k1"] = k1["segm_proposals"]
+        summary["k1_box"] = k1["box_proposals"]
+        summary["k1_wall_clock_s"] = round(time.time() - t1, 1)
         k1_vs_k5_picture(args.output_dir, k1_dir, val_images(opts)[0],
                          os.path.join(args.results_dir, "k1_vs_k5.png"))
     summary["wall_clock_s"] = round(time.time() - start, 1)
 
     print("\nClass-agnostic mask AR on", _test_dataset(opts), "(percent):")
-    for key in [k for k in summary if k != "wall_clock_s"]:
+    for key in [k for k in summary if k in ("k5", "k1")]:
         row = summary[key]
         print(f"  {key}: " + "  ".join(f"{m} {v:.1f}" for m, v in row.items()))
     print(f"Pictures: {os.path.join(args.output_dir, 'pictures')}/   wall clock {summary['wall_clock_s']} s")
