@@ -7,10 +7,13 @@ from typing import Tuple
 
 import torch
 
-from detectron2.layers import batched_nms, paste_masks_in_image
+from detectron2.layers import batched_nms
 from detectron2.structures import Boxes, Instances
 
-__all__ = ["mask_tight_boxes", "proposals_from_windows"]
+__all__ = ["mask_tight_boxes", "paste_masks_binary", "proposals_from_windows"]
+
+# Float32 working memory of one chunk of pasted masks (see paste_masks_binary).
+PASTE_CHUNK_BYTES = 64 * 1024 ** 2
 
 
 def mask_tight_boxes(masks: torch.Tensor, windows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -77,17 +80,126 @@ def proposals_from_windows(mask_logits: torch.Tensor, objectness_logits: torch.T
     keep = batched_nms(tight, obj, torch.zeros_like(obj, dtype=torch.long), nms_thresh)[:max_proposals]
     probs, windows, obj = probs[keep], windows[keep], obj[keep]
 
-    # .bool(): with no mask to paste detectron2 returns a uint8 (0, H, W) tensor
-    masks = paste_masks_in_image(probs, Boxes(windows), image_size, threshold=mask_threshold).bool()
-    nonempty = masks.flatten(1).any(dim=1)
-    masks, obj = masks[nonempty], obj[nonempty]
+    # fp32 pasting even under autocast: half-precision matmuls would move the threshold crossings.
+    with torch.autocast(device_type=probs.device.type, enabled=False):
+        masks, boxes, nonempty = paste_masks_binary(probs, windows, image_size, threshold=mask_threshold)
+    keep = nonempty.nonzero().squeeze(1)
+    masks, boxes, obj = _take_rows(masks, keep), boxes[keep], obj[keep]
 
     result = Instances(image_size)
     result.pred_masks = masks
-    result.pred_boxes = _masks_to_boxes(masks)
+    result.pred_boxes = Boxes(boxes)
     result.scores = obj.sigmoid()
     result.objectness_logits = obj
     return result
+
+
+def paste_masks_binary(masks: torch.Tensor, boxes: torch.Tensor, image_size: Tuple[int, int],
+                       threshold: float = 0.5) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Paste ``(N, m, m)`` mask probabilities into their ``(N, 4)`` XYXY boxes and binarise.
+
+    Same result as detectron2's ``paste_masks_in_image(masks, boxes, image_size, threshold)``
+    on CPU (bilinear ``grid_sample``, ``align_corners=False``, zero padding, each mask
+    confined to its box +- 1 px, ``>= threshold``) up to float rounding, but bilinear
+    resampling is separable, so each mask is ``Ry @ mask @ Rx^T`` with two thin interpolation
+    matrices: masks are pasted in batched matmuls over each box's own region (chunks of masks
+    of similar size, at most :data:`PASTE_CHUNK_BYTES` of float32 canvas each) instead of one
+    ``grid_sample`` per mask (CPU) or over the whole image (GPU). The tight boxes of the binary
+    masks come out of the same canvases, so nothing reads the ``(N, H, W)`` result again.
+
+    Returns:
+        masks ``(N, H, W)`` bool, tight XYXY boxes ``(N, 4)`` (exclusive right/bottom; zeros
+        for empty masks) and ``nonempty`` ``(N,)`` bool.
+    """
+    n, m = masks.shape[0], masks.shape[-1]
+    h, w = image_size
+    device = masks.device
+    out = torch.zeros(n, h, w, dtype=torch.bool, device=device)
+    tight = torch.zeros(n, 4, dtype=torch.float32, device=device)
+    nonempty = torch.zeros(n, dtype=torch.bool, device=device)
+    if n == 0:
+        return out, tight, nonempty
+    masks, boxes = masks.float(), boxes.float()
+    # Pixel region of each mask, as detectron2's skip_empty: [floor(lo) - 1, ceil(hi) + 1) in the image.
+    lo = (boxes[:, :2].floor() - 1).clamp(min=0).long()  # (N, 2) x0, y0
+    hi = torch.minimum((boxes[:, 2:].ceil() + 1).long(), torch.tensor([w, h], device=device))
+    size = (hi - lo).clamp(min=0)  # (N, 2) region width, height
+    order = (size[:, 0] * size[:, 1]).argsort(descending=True)
+    lo_l, size_l, order_l = lo.tolist(), size.tolist(), order.tolist()  # one host sync
+
+    def interp(start, length, b0, b1):
+        # (c, L, m) bilinear weights of pixel centres start + j + 0.5 in [b0, b1) split into m cells,
+        # computed like grid_sample (normalise to [-1, 1], then unnormalise, align_corners=False);
+        # taps off the mask read 0 (zero padding), rows j >= length are zero.
+        span = torch.arange(int(length.max()), device=device)
+        pix = (start[:, None] + span).float() + 0.5
+        g = (pix - b0[:, None]) / (b1 - b0)[:, None] * 2 - 1
+        u = ((g + 1) * m - 1) / 2  # (c, L) source coordinate, in cells
+        i0 = u.floor()
+        inside = (span < length[:, None]).float()
+        f = u - i0
+        i0 = i0.long()
+        # Columns 0 and m + 1 of wts collect the taps that fall off the mask; they are dropped.
+        wts = torch.zeros(*u.shape, m + 2, device=device)
+        wts.scatter_add_(2, (i0 + 1).clamp(0, m + 1)[..., None], ((1 - f) * inside)[..., None])
+        wts.scatter_add_(2, (i0 + 2).clamp(0, m + 1)[..., None], (f * inside)[..., None])
+        return wts[..., 1:m + 1]
+
+    i = 0
+    while i < n:
+        # Largest regions first; grow the chunk while its canvas fits the budget.
+        ch, cw, j = 0, 0, i
+        while j < n:
+            k = order_l[j]
+            nh, nw = max(ch, size_l[k][1]), max(cw, size_l[k][0])
+            if j > i and (j - i + 1) * nh * nw * 4 > PASTE_CHUNK_BYTES:
+                break
+            ch, cw, j = nh, nw, j + 1
+        idx = order[i:j]
+        i = j
+        if ch == 0 or cw == 0:
+            continue  # boxes entirely outside the image: empty masks
+        b, st, sz = boxes[idx], lo[idx], size[idx]
+        ry = interp(st[:, 1], sz[:, 1], b[:, 1], b[:, 3])  # (c, ch, m)
+        rx = interp(st[:, 0], sz[:, 0], b[:, 0], b[:, 2])  # (c, cw, m)
+        canvas = torch.bmm(torch.bmm(ry, masks[idx]), rx.transpose(1, 2)) >= threshold  # (c, ch, cw)
+        if threshold <= 0:  # the zero rows/columns beyond each mask's own region would pass
+            ys = torch.arange(ch, device=device)[None] < sz[:, 1:2]
+            xs = torch.arange(cw, device=device)[None] < sz[:, 0:1]
+            canvas &= ys[:, :, None] & xs[:, None, :]
+        # Occupied rows / columns; amax over a uint8 view is much faster than bool any() on CPU.
+        c8 = canvas.view(torch.uint8)
+        rows, cols = c8.amax(dim=2) > 0, c8.amax(dim=1) > 0  # (c, ch), (c, cw)
+        tight[idx], nonempty[idx] = _span_boxes(rows, cols, st), rows.any(dim=1)
+        for c, k in enumerate(idx.tolist()):
+            (x0, y0), (rw, rh) = lo_l[k], size_l[k]
+            if rw and rh:
+                out[k, y0:y0 + rh, x0:x0 + rw] = canvas[c, :rh, :rw]
+    return out, tight, nonempty
+
+
+def _span_boxes(rows: torch.Tensor, cols: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """``(c, H')`` / ``(c, W')`` occupied rows / columns of canvases placed at ``(c, 2)`` x, y
+    offsets -> ``(c, 4)`` XYXY boxes (exclusive right/bottom; zeros where empty)."""
+    ys = torch.arange(rows.shape[1], device=rows.device)
+    xs = torch.arange(cols.shape[1], device=cols.device)
+    big = max(rows.shape[1], cols.shape[1])
+    y0 = torch.where(rows, ys, big).amin(dim=1)
+    x0 = torch.where(cols, xs, big).amin(dim=1)
+    y1 = torch.where(rows, ys, -1).amax(dim=1) + 1
+    x1 = torch.where(cols, xs, -1).amax(dim=1) + 1
+    box = torch.stack([x0 + offset[:, 0], y0 + offset[:, 1], x1 + offset[:, 0], y1 + offset[:, 1]], dim=1)
+    return torch.where(rows.any(dim=1, keepdim=True), box, 0).float()
+
+
+def _take_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``x[keep]`` for sorted ``keep``, compacting in place: no second ``(N, H, W)`` tensor."""
+    if keep.numel() == x.shape[0]:
+        return x
+    for dst, src in enumerate(keep.tolist()):
+        if dst != src:
+            x[dst] = x[src]
+    return x[: keep.numel()]
 
 
 def _cells_in_image(windows: torch.Tensor, m: int, image_size: Tuple[int, int]) -> torch.Tensor:
@@ -100,19 +212,3 @@ def _cells_in_image(windows: torch.Tensor, m: int, image_size: Tuple[int, int]) 
     inx = (xe[:, :-1] < w - tx) & (xe[:, 1:] > tx)
     iny = (ye[:, :-1] < h - ty) & (ye[:, 1:] > ty)
     return iny[:, :, None] & inx[:, None, :]
-
-
-def _masks_to_boxes(masks: torch.Tensor) -> Boxes:
-    """``(N, H, W)`` non-empty bool masks -> tight XYXY ``Boxes`` (exclusive right/bottom)."""
-    if masks.shape[0] == 0:
-        return Boxes(torch.zeros(0, 4, device=masks.device))
-    rows, cols = masks.any(dim=2), masks.any(dim=1)
-    h, w = masks.shape[1:]
-    ys = torch.arange(h, device=masks.device, dtype=torch.float32)
-    xs = torch.arange(w, device=masks.device, dtype=torch.float32)
-    inf = float("inf")
-    x0 = torch.where(cols, xs, inf).amin(dim=1)
-    x1 = torch.where(cols, xs, -inf).amax(dim=1) + 1
-    y0 = torch.where(rows, ys, inf).amin(dim=1)
-    y1 = torch.where(rows, ys, -inf).amax(dim=1) + 1
-    return Boxes(torch.stack([x0, y0, x1, y1], dim=1))
