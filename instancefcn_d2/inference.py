@@ -26,14 +26,10 @@ def mask_tight_boxes(masks: torch.Tensor, windows: torch.Tensor) -> Tuple[torch.
     Returns:
         boxes ``(P, 4)`` and ``nonempty`` ``(P,)`` bool (boxes of empty masks are meaningless).
     """
-    p, m, _ = masks.shape
+    m = masks.shape[-1]
     rows, cols = masks.any(dim=2), masks.any(dim=1)  # (P, m)
-    idx = torch.arange(m, device=masks.device)
-    big = torch.full_like(idx, m)
-    r0 = torch.where(rows, idx, big).amin(dim=1)
-    c0 = torch.where(cols, idx, big).amin(dim=1)
-    r1 = torch.where(rows, idx, -1).amax(dim=1) + 1
-    c1 = torch.where(cols, idx, -1).amax(dim=1) + 1
+    r0, r1 = _spans(rows)
+    c0, c1 = _spans(cols)
     cell_w = (windows[:, 2] - windows[:, 0]) / m
     cell_h = (windows[:, 3] - windows[:, 1]) / m
     boxes = torch.stack(
@@ -178,16 +174,19 @@ def paste_masks_binary(masks: torch.Tensor, boxes: torch.Tensor, image_size: Tup
     return out, tight, nonempty
 
 
+def _spans(occupied: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(P, L)`` bool -> first occupied index and last + 1, each ``(P,)`` (``L`` and 0 if empty)."""
+    idx = torch.arange(occupied.shape[1], device=occupied.device)
+    first = torch.where(occupied, idx, occupied.shape[1]).amin(dim=1)
+    end = torch.where(occupied, idx, -1).amax(dim=1) + 1
+    return first, end
+
+
 def _span_boxes(rows: torch.Tensor, cols: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """``(c, H')`` / ``(c, W')`` occupied rows / columns of canvases placed at ``(c, 2)`` x, y
     offsets -> ``(c, 4)`` XYXY boxes (exclusive right/bottom; zeros where empty)."""
-    ys = torch.arange(rows.shape[1], device=rows.device)
-    xs = torch.arange(cols.shape[1], device=cols.device)
-    big = max(rows.shape[1], cols.shape[1])
-    y0 = torch.where(rows, ys, big).amin(dim=1)
-    x0 = torch.where(cols, xs, big).amin(dim=1)
-    y1 = torch.where(rows, ys, -1).amax(dim=1) + 1
-    x1 = torch.where(cols, xs, -1).amax(dim=1) + 1
+    y0, y1 = _spans(rows)
+    x0, x1 = _spans(cols)
     box = torch.stack([x0 + offset[:, 0], y0 + offset[:, 1], x1 + offset[:, 0], y1 + offset[:, 1]], dim=1)
     return torch.where(rows.any(dim=1, keepdim=True), box, 0).float()
 
