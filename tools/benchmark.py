@@ -715,6 +715,7 @@ def summarise(results, machine, gemm, args, device, weights):
     s = {"device": device, "amp": args.amp, "quick": quick, "machine": machine, "gemm_peak": gemm}
     headline = "128x160 (quick run)" if quick else "800x1200"
     s["headline_image"] = headline
+    s["headline_job"] = main_large
 
     def get(name, key):
         r = ifcn.get(name)
@@ -782,6 +783,10 @@ def summarise(results, machine, gemm, args, device, weights):
                         "value": pk, "met": pk <= TARGET_PEAK_GB})
     s["targets"] = targets
     return s
+
+
+def device_is_cuda(summary):
+    return str(summary.get("device", "")).startswith("cuda")
 
 
 def render_markdown(summary, results, args):
@@ -921,7 +926,28 @@ def render_markdown(summary, results, args):
                  "maximum of 100 detections (mask head + pasting of 100 masks), a trained model's workload. "
                  "Resizing to the test size is timed (as InstanceFCN's pyramid resizing is). "
                  + ("Quick run: test size = the small image itself." if quick else ""))
+        fr = summary["flops"].get(summary.get("headline_job") or "") if summary["flops"] else None
+        if fr and summary.get("post_backbone_fraction") is not None:
+            L.append("")
+            L.append(f"Where the gap comes from: the paper's backbone and pyramid. VGG-16 with a stride-8 "
+                     f"dilated conv5 over six scales (up to 900 px on the shorter side) costs "
+                     f"{fr['gflops_forward']:.0f} GFLOPs per {summary['headline_image']} image, run at "
+                     f"{fr['vs_gemm_peak']:.2f} of the GEMM peak; everything after the backbone is "
+                     f"{100 * summary['post_backbone_fraction']:.0f}% of our time. Mask R-CNN runs a "
+                     f"ResNet-50-FPN once at 800 px.")
         L.append("")
+
+    L.append("## GPU")
+    L.append("")
+    if device_is_cuda(summary):
+        L.append("The rows above ran on " + (summary["machine"].get("gpu_name") or "CUDA") + ". The paper's "
+                 "anchor: 1.50 s per image on a K40 GPU (VGG-16, six scales).")
+    else:
+        L.append("No GPU was available for this run. `python tools/benchmark.py --device cuda "
+                 "[--amp bf16|fp16]` runs the same measurements on CUDA (peak memory from "
+                 "`torch.cuda.max_memory_allocated`). The paper's anchor: 1.50 s per image on a K40 GPU "
+                 "(VGG-16, six scales).")
+    L.append("")
 
     tr = [(k, v) for k, v in results.items() if k.startswith("train") and _ok(v)]
     if tr:
