@@ -44,6 +44,13 @@ class _RecordingCheckpointer(DetectionCheckpointer):
         return self.incompatible
 
 
+def _assert_close_relative(out, ref, tol):
+    """``out`` equals the non-zero ``ref`` to ``tol``, absolute error measured against ref's range."""
+    scale = ref.abs().max().item()
+    assert scale > 0
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol * scale)
+
+
 def _load_with_checkpointer(backbone, path):
     model = _Wrapper(backbone)
     ckp = _RecordingCheckpointer(model)
@@ -126,9 +133,7 @@ def test_torchvision_checkpoint_roundtrip_matches_torchvision(tv_vgg, tmp_path):
         ref = tv_vgg.features[:30](tv_in)
         out = ours(our_in)["conv5"]
     assert out.shape == ref.shape == (1, 512, 4, 5)
-    scale = ref.abs().max().item()
-    assert scale > 0
-    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3 * scale)
+    _assert_close_relative(out, ref, 1e-3)
 
 
 def test_torchvision_converter_rejects_non_vgg16():
@@ -215,9 +220,7 @@ def test_onnx_weights_run_like_reference(onnx_model, tmp_path):
         ref = _reference_conv5(arrays, x)
         out = ours(x)["conv5"]
     assert out.shape == ref.shape == (1, 512, 3, 4)
-    scale = ref.abs().max().item()
-    assert scale > 0
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * scale)
+    _assert_close_relative(out, ref, 1e-5)
 
 
 def test_onnx_missing_initializer_raises():
