@@ -104,12 +104,9 @@ def check_config(cfg, training: bool = True, resume: bool = False, check_files: 
 
 def _project_names():
     """Dataset names this project can register (close-match candidates for typos)."""
-    from .data.datasets import SYNTHETIC_PRESETS
+    from .data.datasets import project_dataset_names
 
-    names = {f"voc_2012_sbd_{s}" for s in ("train", "val")}
-    for preset, (_, splits, _) in SYNTHETIC_PRESETS.items():
-        names |= {f"{preset}_{s}" for s in splits}
-    return names
+    return set(project_dataset_names())
 
 
 def _check_last_checkpoint(last):

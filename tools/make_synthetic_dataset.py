@@ -1,10 +1,14 @@
 #!/usr/bin/env python
-"""Generate (or verify) the synthetic COCO-format dataset and print its statistics.
+"""Generate (or verify) a synthetic COCO-format dataset and print its statistics.
 
-  python tools/make_synthetic_dataset.py                       # datasets/synthetic, 200/50 images
+  python tools/make_synthetic_dataset.py                        # the quick start's data
+  python tools/make_synthetic_dataset.py --preset synthetic_tiny
   python tools/make_synthetic_dataset.py --root /tmp/synth --train 40 --val 10 --seed 7
 
-Splits already generated with the same parameters are kept (see ensure_dataset).
+Sizes, seeds and generator parameters come from the preset (``SYNTHETIC_PRESETS``, the same
+definition train_net and the quick start use), so the default output is exactly the data
+that training reads. Splits already generated with the same parameters are kept (see
+ensure_dataset).
 """
 import argparse
 import logging
@@ -15,23 +19,29 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from instancefcn_d2.data import synthetic as S  # noqa: E402
+from instancefcn_d2.data.datasets import SYNTHETIC_PRESETS, preset_root  # noqa: E402
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(SYNTHETIC_PRESETS), default="synthetic",
+                    help="dataset definition (default: synthetic, the quick start's)")
     ap.add_argument("--root", default=None,
-                    help=f"output folder (default: ${S.ROOT_ENV_VAR} or {S.DEFAULT_ROOT})")
-    ap.add_argument("--train", type=int, default=S.DEFAULT_SPLITS["train"][0], help="train images")
-    ap.add_argument("--val", type=int, default=S.DEFAULT_SPLITS["val"][0], help="val images")
-    ap.add_argument("--seed", type=int, default=S.DEFAULT_SPLITS["train"][1],
-                    help="train seed; val uses seed + 1")
+                    help=f"output folder (default: ${S.ROOT_ENV_VAR} or {S.DEFAULT_ROOT}, plus the preset's suffix)")
+    ap.add_argument("--train", type=int, default=None, help="train images (default: the preset's)")
+    ap.add_argument("--val", type=int, default=None, help="val images (default: the preset's)")
+    ap.add_argument("--seed", type=int, default=None, help="train seed; val uses seed + 1 (default: the preset's seeds)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    root = S.default_root() if args.root is None else args.root
-    splits = {"train": (args.train, args.seed), "val": (args.val, args.seed + 1)}
+    _, splits, params = SYNTHETIC_PRESETS[args.preset]
+    root = preset_root(args.preset) if args.root is None else args.root
+    seeds = {s: seed for s, (_, seed) in splits.items()} if args.seed is None else \
+        {"train": args.seed, "val": args.seed + 1}
+    counts = {"train": args.train, "val": args.val}
+    splits = {s: (n if counts[s] is None else counts[s], seeds[s]) for s, (n, _) in splits.items()}
     start = time.perf_counter()
-    generated = S.ensure_dataset(root, splits)
+    generated = S.ensure_dataset(root, splits, **params)
     elapsed = time.perf_counter() - start
     print(f"{'generated ' + ', '.join(generated) if generated else 'up to date'} "
           f"in {elapsed:.1f}s: {os.path.abspath(root)}")

@@ -2,7 +2,6 @@
 from .mapper import InstanceFCNDatasetMapper, clean_annotations  # noqa: F401
 from .synthetic import (  # noqa: F401
     DEFAULT_ROOT,
-    DEFAULT_SPLITS,
     GENERATOR_VERSION,
     default_root,
     ensure_dataset,

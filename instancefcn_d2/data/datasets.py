@@ -17,9 +17,12 @@ from detectron2.data.datasets import register_coco_instances
 
 from .synthetic import default_root, register_synthetic
 
-__all__ = ["SYNTHETIC_PRESETS", "register_project_datasets"]
+__all__ = ["SYNTHETIC_PRESETS", "preset_root", "project_dataset_names", "register_project_datasets"]
 
-# preset -> (root suffix, {split: (num_images, seed)}, generator params)
+# preset -> (root suffix, {split: (num_images, seed)}, generator params). The only definition
+# of each set: train_net, the quick start and tools/make_synthetic_dataset.py all read it, so
+# none of them regenerates another's data in the shared folder. Train and val use different
+# seeds so that they do not repeat.
 SYNTHETIC_PRESETS = {
     # Small images keep the CPU quick start fast; objects span the sizes the quick-start
     # pyramid (0.5x .. 2x) brings to the window's canonical 96 px.
@@ -35,18 +38,31 @@ SYNTHETIC_PRESETS = {
     ),
 }
 
+VOC_SPLITS = ("train", "val")
+
+
+def preset_root(preset):
+    """Folder of a synthetic preset: ``default_root()`` plus the preset's suffix."""
+    return default_root() + SYNTHETIC_PRESETS[preset][0]
+
+
+def project_dataset_names():
+    """Every dataset name this project can register."""
+    synthetic = [f"{preset}_{s}" for preset, (_, splits, _) in SYNTHETIC_PRESETS.items() for s in splits]
+    return synthetic + [f"voc_2012_sbd_{s}" for s in VOC_SPLITS]
+
 
 def register_project_datasets(cfg=None, names=None):
     """Register the project's datasets named in ``cfg.DATASETS`` (or in ``names``)."""
     if names is None:
         names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST) if cfg is not None else []
     names = [n for n in names if n not in DatasetCatalog.list()]
-    for preset, (suffix, splits, params) in SYNTHETIC_PRESETS.items():
+    for preset, (_, splits, params) in SYNTHETIC_PRESETS.items():
         wanted = [f"{preset}_{s}" for s in splits]
         if any(n in wanted for n in names):
-            register_synthetic(default_root() + suffix, names=wanted, splits=splits, **params)
+            register_synthetic(preset_root(preset), wanted, splits, **params)
     voc_root = os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "voc_sbd")
-    for split in ("train", "val"):
+    for split in VOC_SPLITS:
         name = f"voc_2012_sbd_{split}"
         json_file = os.path.join(voc_root, f"{split}.json")
         if name in names:

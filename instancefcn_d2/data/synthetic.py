@@ -23,10 +23,11 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_util
 
+from ..fileio import atomic_write
+
 __all__ = [
     "GENERATOR_VERSION",
     "DEFAULT_ROOT",
-    "DEFAULT_SPLITS",
     "default_root",
     "split_paths",
     "generate_split",
@@ -41,8 +42,6 @@ logger = logging.getLogger(__name__)
 GENERATOR_VERSION = "1"
 DEFAULT_ROOT = "datasets/synthetic"
 ROOT_ENV_VAR = "INSTANCEFCN_SYNTHETIC_ROOT"
-# split -> (num_images, seed); train and val use different seeds so they do not repeat.
-DEFAULT_SPLITS = {"train": (200, 1), "val": (50, 2)}
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
 _BACKGROUND = -1
@@ -403,10 +402,7 @@ def _image_kinds(num_images, seed, params):
 
 
 def _write_json(path, data):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: json.dump(data, f, separators=(",", ":")), "w")
 
 
 def generate_split(root, split, num_images, seed, min_size=192, max_size=320, min_objects=1,
@@ -474,7 +470,7 @@ def _split_hash(split, num_images, seed, params):
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def ensure_dataset(root=None, splits=None, **params):
+def ensure_dataset(root, splits, **params):
     """Generate each split of ``splits`` ({split: (num_images, seed)}) unless up to date.
 
     ``root/manifest.json`` records a hash of GENERATOR_VERSION, the split's size and seed and
@@ -483,7 +479,6 @@ def ensure_dataset(root=None, splits=None, **params):
     (empty when everything was already in place).
     """
     root = default_root() if root is None else root
-    splits = DEFAULT_SPLITS if splits is None else splits
     norm = _params(**params)
     manifest_path = os.path.join(root, "manifest.json")
     try:
@@ -513,18 +508,17 @@ def ensure_dataset(root=None, splits=None, **params):
     return generated
 
 
-def register_synthetic(root=None, names=("synthetic_train", "synthetic_val"), splits=None, **params):
+def register_synthetic(root, names, splits, **params):
     """Ensure the data exists, then register each split as a COCO instances dataset.
 
-    ``names[i]`` is registered for the i-th split of ``splits`` (default
-    :data:`DEFAULT_SPLITS`: train, val). Names already in ``DatasetCatalog`` are left alone.
-    Returns ``names``.
+    ``names[i]`` is registered for the i-th split of ``splits`` ({split: (num_images, seed)};
+    the project's own sets are ``datasets.SYNTHETIC_PRESETS``). Names already in
+    ``DatasetCatalog`` are left alone. Returns ``names``.
     """
     from detectron2.data import DatasetCatalog
     from detectron2.data.datasets import register_coco_instances
 
     root = default_root() if root is None else root
-    splits = DEFAULT_SPLITS if splits is None else splits
     if len(names) != len(splits):
         raise ValueError(f"{len(names)} names for {len(splits)} splits ({list(splits)})")
     ensure_dataset(root, splits, **params)
