@@ -15,40 +15,9 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .fileio import TMP_SUFFIX, atomic_write
+
 __all__ = ["AtomicDetectionCheckpointer"]
-
-_TMP = ".tmp"
-
-
-def _fsync_dir(path: str):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # not supported on every filesystem
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: str, write):
-    """``write(f)`` into ``path + ".tmp"``, fsync, then rename over ``path``."""
-    tmp = path + _TMP
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 class AtomicDetectionCheckpointer(DetectionCheckpointer):
@@ -62,7 +31,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     def __init__(self, model, save_dir="", *, save_to_disk=None, **checkpointables):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         if self._local():
-            for stale in glob.glob(os.path.join(glob.escape(self.save_dir), "*.pth" + _TMP)):
+            for stale in glob.glob(os.path.join(glob.escape(self.save_dir), "*.pth" + TMP_SUFFIX)):
                 self.logger.info(f"Removing {stale}, a partial checkpoint of an interrupted run")
                 try:
                     os.remove(stale)
@@ -84,14 +53,13 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         save_file = os.path.join(self.save_dir, basename)
         assert os.path.basename(save_file) == basename, basename
         self.logger.info(f"Saving checkpoint to {save_file}")
-        os.makedirs(self.save_dir, exist_ok=True)
-        _atomic_write(save_file, lambda f: torch.save(data, f))
+        atomic_write(save_file, lambda f: torch.save(data, f))
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not self._local():
             return super().tag_last_checkpoint(last_filename_basename)
-        _atomic_write(
+        atomic_write(
             os.path.join(self.save_dir, "last_checkpoint"),
             lambda f: f.write(last_filename_basename.encode()),
         )

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .backbone.vgg import VGG16_BLOCKS
+from .fileio import atomic_write
 
 __all__ = [
     "vgg16_param_shapes",
@@ -134,14 +135,11 @@ def save_detectron2_checkpoint(weights: Dict[str, torch.Tensor], path: str, sour
     Written to a temporary file and renamed, so an interrupted run never leaves a partial file.
     """
     _check_shapes(weights, source)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     ckpt = {
         "model": OrderedDict((prefix + k, v.contiguous()) for k, v in weights.items()),
         "__author__": f"instancefcn_d2 ({source})",
     }
-    tmp = path + ".tmp"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
 def check_vgg16_checkpoint(path: str, prefix: str = "backbone.") -> Dict[str, torch.Tensor]:

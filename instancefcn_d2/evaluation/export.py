@@ -11,13 +11,13 @@ Two on-disk formats leave the model:
 Nothing here needs a process group or a dataset registry, so tools can reuse it.
 """
 import json
-import os
 import pickle
-import tempfile
 
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
+
+from ..fileio import atomic_write
 
 __all__ = [
     "PROPOSAL_CATEGORY_ID",
@@ -129,29 +129,9 @@ def instances_to_proposal_record(instances, image_id):
     return image_id, boxes, logits
 
 
-def _atomic_write(path, write_fn, mode):
-    """Write through a temp file in the same directory, then rename: readers never see half a file."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-        # mkstemp creates the file 0600; give the result the usual umask-derived mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_coco_results(results, path):
     """Write COCO result dicts (from :func:`instances_to_coco_results`) as a JSON list."""
-    _atomic_write(path, lambda f: json.dump(list(results), f), "w")
+    atomic_write(path, lambda f: json.dump(list(results), f), "w")
 
 
 def write_proposal_pickle(records, path):
@@ -173,4 +153,4 @@ def write_proposal_pickle(records, path):
         boxes.append(b)
         logits.append(s)
     data = {"ids": ids, "boxes": boxes, "objectness_logits": logits, "bbox_mode": _XYXY_ABS}
-    _atomic_write(path, lambda f: pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL), "wb")
+    atomic_write(path, lambda f: pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL))
