@@ -16,7 +16,6 @@ On top of the standard behaviour (read image, multi-scale ``ResizeShortestEdge``
   loader then draws another image and the mapper warns) so one corrupt file cannot end a long
   run; at test time it raises an error naming the file.
 """
-import copy
 import logging
 
 import numpy as np
@@ -26,17 +25,12 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode, Boxes
+from detectron2.structures.masks import polygon_area
 from pycocotools import mask as mask_util
 
 __all__ = ["InstanceFCNDatasetMapper", "clean_annotations"]
 
 logger = logging.getLogger(__name__)
-
-
-def _polygon_area(poly: np.ndarray) -> float:
-    xy = poly.reshape(-1, 2)
-    x, y = xy[:, 0], xy[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 
 def clean_annotations(annotations, file_name: str = "", image_size=None):
@@ -51,7 +45,7 @@ def clean_annotations(annotations, file_name: str = "", image_size=None):
         segm = anno.get("segmentation")
         if isinstance(segm, list):
             polys = [np.asarray(p, dtype=np.float64).reshape(-1) for p in segm]
-            polys = [p for p in polys if p.size >= 6 and p.size % 2 == 0 and _polygon_area(p) > 0]
+            polys = [p for p in polys if p.size >= 6 and p.size % 2 == 0 and polygon_area(p[0::2], p[1::2]) > 0]
             if not polys:
                 dropped += 1
                 continue
@@ -94,14 +88,8 @@ class InstanceFCNDatasetMapper(DatasetMapper):
 
     @configurable
     def __init__(self, is_train: bool, **kwargs):
-        kwargs["use_instance_mask"] = True
+        kwargs["use_instance_mask"] = True  # whatever the config says: masks are the targets
         super().__init__(is_train, **kwargs)
-
-    @classmethod
-    def from_config(cls, cfg, is_train: bool = True):
-        ret = super().from_config(cfg, is_train)
-        ret["use_instance_mask"] = True
-        return ret
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
         try:
@@ -142,7 +130,7 @@ class InstanceFCNDatasetMapper(DatasetMapper):
 
     def __call__(self, dataset_dict):
         try:
-            return super().__call__(copy.copy(dataset_dict))
+            return super().__call__(dataset_dict)  # it deep-copies before changing anything
         except (OSError, SyntaxError, ValueError) as e:
             # PIL raises OSError/UnidentifiedImageError (and SyntaxError for some broken
             # headers) on corrupt or truncated files; detectron2 raises SizeMismatchError
