@@ -165,6 +165,7 @@ class StageTimers:
         self.acc = defaultdict(float)
         self.calls = defaultdict(list)  # "assembling" -> windows per call
         self._starts = {}
+        self.enabled = True  # False: the hooks neither synchronise nor time
 
     def reset(self):
         self.acc.clear()
@@ -173,6 +174,8 @@ class StageTimers:
     def wrap(self, stage, fn):
         @functools.wraps(fn)
         def timed(*args, **kwargs):
+            if not self.enabled:
+                return fn(*args, **kwargs)
             self.sync()
             t0 = time.perf_counter()
             try:
@@ -187,10 +190,14 @@ class StageTimers:
         key = id(module)
 
         def pre(_mod, _inp):
+            if not self.enabled:
+                return
             self.sync()
             self._starts[key] = time.perf_counter()
 
         def post(_mod, _inp, _out):
+            if not self.enabled:
+                return
             self.sync()
             self.acc[stage] += time.perf_counter() - self._starts.pop(key)
 
@@ -231,18 +238,12 @@ def _ifcn_cfg(config_file, device, overrides=None):
     import instancefcn_d2  # noqa: F401
     from detectron2.config import get_cfg
     from instancefcn_d2 import add_instancefcn_config
+    from instancefcn_d2.engine import merge_config
 
     cfg = get_cfg()
     add_instancefcn_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.MODEL.DEVICE = device
-    for k, v in (overrides or {}).items():
-        node = cfg
-        *path, leaf = k.split(".")
-        for p in path:
-            node = getattr(node, p)
-        setattr(node, leaf, v)
-    return cfg
+    opts = [x for kv in (overrides or {}).items() for x in kv] + ["MODEL.DEVICE", device]
+    return merge_config(cfg, config_file, opts)
 
 
 def _load_backbone_weights(model, weights):
@@ -266,8 +267,7 @@ def _level_flops(model, level_sizes, device):
             self.m = m
 
         def forward(self, x):
-            feat = self.m.backbone(x)[self.m.in_feature]
-            return self.m.instance_branch(feat), self.m.objectness_branch(feat)
+            return self.m._heads(x)
 
     net = BackboneAndHeads(model).eval()
     div = model.size_divisibility
@@ -346,13 +346,8 @@ def worker_infer_ifcn(spec):
     mask_fill = float(out.pred_masks.count_nonzero()) / max(1, out.pred_masks.numel())
     plain = []
     if device == "cuda":  # totals without the per-stage synchronisation
-        for _ in range(spec["repeats"]):
-            sync()
-            t0 = time.perf_counter()
-            with torch.no_grad(), _autocast(device, amp):
-                model([inp])
-            sync()
-            plain.append(time.perf_counter() - t0)
+        timers.enabled = False
+        plain = [run_once()[0] for _ in range(spec["repeats"])]
     res = {
         "size": [h, w],
         "detections_per_image": dets,
