@@ -18,7 +18,7 @@ def add_instancefcn_config(cfg):
     _C.MODEL.VGG.NORM = ""  # "" (as ImageNet VGG-16), or BN / SyncBN / FrozenBN / GN after each conv
 
     _C.MODEL.INSTANCEFCN = CN()
-    _C.MODEL.INSTANCEFCN.IN_FEATURE = "conv5"  # backbone feature the head reads
+    _C.MODEL.INSTANCEFCN.IN_FEATURES = ["conv5"]  # backbone levels the shared branches read (one, or a feature pyramid)
     _C.MODEL.INSTANCEFCN.K = 5  # k: the k x k grid of relative positions (k^2 score maps)
     _C.MODEL.INSTANCEFCN.WINDOW_SIZE = 21  # m: sliding-window side, in feature cells (21 x 8 = 168 px)
     _C.MODEL.INSTANCEFCN.INSTANCE_CHANNELS = 512  # width of the instance branch's 1x1 conv
@@ -33,13 +33,13 @@ def add_instancefcn_config(cfg):
     _C.MODEL.INSTANCEFCN.POSITIVE_FRACTION = 0.5  # 1:1; missing positives are filled with negatives
     _C.MODEL.INSTANCEFCN.OBJECTNESS_LOSS_WEIGHT = 1.0  # paper: no extra weight between the terms
     _C.MODEL.INSTANCEFCN.MASK_LOSS_WEIGHT = 1.0  # paper: no extra weight between the terms
+    _C.MODEL.INSTANCEFCN.MASK_LOSS_NORMALIZATION = "window"  # "window": the paper's sum over a window's pixels; "pixel": mean over pixels (losses.py)
     # --- inference ---
     _C.MODEL.INSTANCEFCN.TEST_SCALES = [119, 178, 267, 400, 600, 900]  # pyramid of shorter sides (the training scales)
     _C.MODEL.INSTANCEFCN.TEST_MAX_SIZE = 1500  # cap on the longer side of every pyramid level
     _C.MODEL.INSTANCEFCN.TOPK_PER_SCALE = 1000  # windows assembled per scale, ranked by objectness
     _C.MODEL.INSTANCEFCN.MASK_THRESHOLD = 0.5  # binarise pasted mask probabilities at this value
     _C.MODEL.INSTANCEFCN.NMS_THRESH = 0.8  # box IoU for NMS on the masks' tight boxes, across scales
-    _C.MODEL.INSTANCEFCN.DETECTIONS_PER_IMAGE = 1000  # top-N proposals kept per image
 
     # Paper's training scales: shorter side 600 x 1.5^{-4..1}, sampled per image.
     _C.INPUT.MIN_SIZE_TRAIN = (119, 178, 267, 400, 600, 900)

@@ -39,54 +39,57 @@ def mask_tight_boxes(masks: torch.Tensor, windows: torch.Tensor) -> Tuple[torch.
     return boxes, rows.any(dim=1)
 
 
-def proposals_from_windows(mask_logits: torch.Tensor, objectness_logits: torch.Tensor,
-                           windows: torch.Tensor, image_size: Tuple[int, int], *,
-                           mask_threshold: float = 0.5, nms_thresh: float = 0.8,
+def proposals_from_windows(windows: Instances, *, mask_threshold: float = 0.5, nms_thresh: float = 0.8,
                            max_proposals: int = 1000) -> Instances:
-    """Turn assembled windows (from any number of scales) into the final proposals.
+    """Render selected windows (from any number of levels and scales) as the final proposals.
 
     Args:
-        mask_logits: ``(P, m, m)`` assembled logits.
-        objectness_logits: ``(P,)``.
-        windows: ``(P, 4)`` window boxes in the output image frame.
-        image_size: ``(H, W)`` of the output frame.
+        windows: the model's window selection for one image, ``Instances`` of the output frame
+            ``(H, W)`` with ``mask_logits`` ``(P, m, m)`` assembled logits, ``window_boxes``
+            ``(P, 4)`` window boxes in that frame, ``objectness_logits`` ``(P,)`` and
+            ``levels`` ``(P,)`` (index of the feature level each window came from).
 
-    The score of a proposal is its objectness probability; the paper's final map is
-    objectness x mask, a per-window constant times the mask, so it ranks windows the same,
-    and the mask is binarised on its own probability so that lower-ranked proposals keep
-    whole masks. Masks are binarised at ``mask_threshold`` and empty ones dropped; NMS runs
-    on the masks' tight boxes at ``nms_thresh`` across scales; the top ``max_proposals`` are
-    pasted (bilinear) into the image.
+    Proposals are ranked by objectness logit; the paper's final map is objectness x mask, a
+    per-window constant times the mask, so it ranks windows the same, and the mask is
+    binarised on its own probability so that lower-ranked proposals keep whole masks. Masks
+    are binarised at ``mask_threshold`` and empty ones dropped; NMS runs on the masks' tight
+    boxes at ``nms_thresh`` across levels and scales; the top ``max_proposals`` are pasted
+    (bilinear) into the image.
 
     Returns:
         ``Instances`` with ``pred_masks`` ``(N, H, W)`` bool, ``pred_boxes`` (tight boxes of the
-        pasted masks), ``scores`` ``(N,)`` descending and ``objectness_logits`` ``(N,)``.
+        pasted masks), ``scores`` ``(N,)`` float64 descending (the objectness probability in
+        float64, so logits up to ~36 keep distinct scores instead of saturating at 1.0 as
+        float32 does above ~16.6), ``objectness_logits`` ``(N,)`` and ``levels`` ``(N,)``.
     """
-    probs = mask_logits.sigmoid()
+    image_size = windows.image_size
+    probs = windows.mask_logits.sigmoid()
+    boxes, obj, levels = windows.window_boxes, windows.objectness_logits, windows.levels
     # Only cells overlapping the image count: the cells of a border window that fall off the
     # feature map read zero-padded logits (probability exactly 0.5, foreground at the default
     # threshold), which would inflate the NMS boxes and let windows with nothing inside the
     # image pass as non-empty and take top-N slots, to be dropped only after pasting.
-    fg = (probs >= mask_threshold) & _cells_in_image(windows, probs.shape[-1], image_size)
-    tight, nonempty = mask_tight_boxes(fg, windows)
+    fg = (probs >= mask_threshold) & _cells_in_image(boxes, probs.shape[-1], image_size)
+    tight, nonempty = mask_tight_boxes(fg, boxes)
     keep = nonempty.nonzero().squeeze(1)
-    probs, tight, windows, obj = probs[keep], tight[keep], windows[keep], objectness_logits[keep]
+    probs, tight, boxes, obj, levels = probs[keep], tight[keep], boxes[keep], obj[keep], levels[keep]
 
-    # One class: batched_nms with equal idxs is plain NMS; it sorts by score.
+    # One class: batched_nms with equal idxs is plain NMS; it ranks by logit.
     keep = batched_nms(tight, obj, torch.zeros_like(obj, dtype=torch.long), nms_thresh)[:max_proposals]
-    probs, windows, obj = probs[keep], windows[keep], obj[keep]
+    probs, boxes, obj, levels = probs[keep], boxes[keep], obj[keep], levels[keep]
 
     # fp32 pasting even under autocast: half-precision matmuls would move the threshold crossings.
     with torch.autocast(device_type=probs.device.type, enabled=False):
-        masks, boxes, nonempty = paste_masks_binary(probs, windows, image_size, threshold=mask_threshold)
+        masks, tight, nonempty = paste_masks_binary(probs, boxes, image_size, threshold=mask_threshold)
     keep = nonempty.nonzero().squeeze(1)
-    masks, boxes, obj = _take_rows(masks, keep), boxes[keep], obj[keep]
+    masks, tight, obj, levels = _take_rows(masks, keep), tight[keep], obj[keep], levels[keep]
 
     result = Instances(image_size)
     result.pred_masks = masks
-    result.pred_boxes = Boxes(boxes)
-    result.scores = obj.sigmoid()
+    result.pred_boxes = Boxes(tight)
+    result.scores = obj.double().sigmoid()
     result.objectness_logits = obj
+    result.levels = levels
     return result
 
 

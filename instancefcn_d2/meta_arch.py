@@ -1,11 +1,17 @@
-"""The ``InstanceFCN`` meta-architecture: backbone -> (instance branch, objectness branch)
--> assembling, trained on sampled windows and run as an image pyramid at test time."""
-import math
+"""The ``InstanceFCN`` meta-architecture: backbone -> (instance branch, objectness branch) on
+one or more feature levels -> assembling, trained on sampled windows.
+
+With one level (the paper's stride-8 VGG-16 ``conv5``) object sizes are reached with an image
+pyramid at test time (``test_scales``); with a feature pyramid (``in_features`` such as
+``p2..p6``) the two branches are shared across levels, as detectron2's RPN head is, a window
+of ``m`` cells on a level of stride ``s`` covers ``m * s`` pixels, and one scale suffices.
+"""
 from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
@@ -15,8 +21,8 @@ from detectron2.utils.events import get_event_storage
 from .assembling import assemble
 from .heads import InstanceBranch, ObjectnessBranch
 from .inference import proposals_from_windows
-from .losses import mask_loss, objectness_loss
-from .targets import WindowLabeler, mask_targets, sample_windows, window_boxes
+from .losses import MASK_LOSS_NORMALIZATIONS, mask_loss, objectness_loss
+from .targets import WindowLabeler, inside_windows, mask_targets, sample_windows, window_boxes, window_grid_size
 
 __all__ = ["InstanceFCN"]
 
@@ -31,7 +37,11 @@ class InstanceFCN(nn.Module):
 
     Inference returns ``[{"instances": Instances}]`` in the ``height`` x ``width`` frame of
     each input (its own size when absent), with ``pred_masks`` ``(N, H, W)`` bool,
-    ``pred_boxes``, ``scores`` (descending) and ``objectness_logits``.
+    ``pred_boxes``, ``scores`` (descending), ``objectness_logits`` and ``levels``.
+
+    Stages carry ``torch.profiler.record_function`` labels (``instancefcn.backbone``,
+    ``.heads``, ``.assemble``, ``.select``, ``.render``) so profilers and the benchmark can
+    time them without patching the model.
     """
 
     @configurable
@@ -44,12 +54,13 @@ class InstanceFCN(nn.Module):
         labeler: WindowLabeler,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
-        in_feature: str = "conv5",
+        in_features: Sequence[str] = ("conv5",),
         window_size: int = 21,
         batch_size_per_image: int = 256,
         positive_fraction: float = 0.5,
         objectness_loss_weight: float = 1.0,
         mask_loss_weight: float = 1.0,
+        mask_loss_normalization: str = "window",
         test_scales: Sequence[int] = (119, 178, 267, 400, 600, 900),
         test_max_size: int = 1500,
         topk_per_scale: int = 1000,
@@ -59,22 +70,30 @@ class InstanceFCN(nn.Module):
     ):
         super().__init__()
         shapes = backbone.output_shape()
-        if in_feature not in shapes:
-            raise ValueError(f"Backbone has no feature {in_feature!r}; it outputs {sorted(shapes)}")
+        in_features = list(in_features)
+        missing = [f for f in in_features if f not in shapes]
+        if not in_features or missing:
+            raise ValueError(f"IN_FEATURES {in_features}: the backbone outputs {sorted(shapes)}")
+        if len({shapes[f].channels for f in in_features}) != 1:
+            raise ValueError(f"IN_FEATURES {in_features} must have equal channels (the branches are shared)")
         if window_size < instance_branch.k:
             raise ValueError(f"WINDOW_SIZE ({window_size}) must be >= K ({instance_branch.k})")
         if not test_scales:
             raise ValueError("MODEL.INSTANCEFCN.TEST_SCALES must list at least one scale")
+        if mask_loss_normalization not in MASK_LOSS_NORMALIZATIONS:
+            raise ValueError(f"MASK_LOSS_NORMALIZATION must be one of {MASK_LOSS_NORMALIZATIONS}, "
+                             f"got {mask_loss_normalization!r}")
         self.backbone = backbone
         self.instance_branch = instance_branch
         self.objectness_branch = objectness_branch
         self.labeler = labeler
-        self.in_feature = in_feature
-        self.stride = shapes[in_feature].stride
+        self.in_features = in_features
+        self.strides = [shapes[f].stride for f in in_features]
         self.window_size = window_size
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
         self.loss_weights = {"loss_objectness": objectness_loss_weight, "loss_mask": mask_loss_weight}
+        self.mask_loss_normalization = mask_loss_normalization
         self.test_scales = tuple(test_scales)
         self.test_max_size = test_max_size
         self.topk_per_scale = topk_per_scale
@@ -88,12 +107,14 @@ class InstanceFCN(nn.Module):
     def from_config(cls, cfg):
         backbone = build_backbone(cfg)
         c = cfg.MODEL.INSTANCEFCN
-        if c.IN_FEATURE not in backbone.output_shape():
+        shapes = backbone.output_shape()
+        missing = [f for f in c.IN_FEATURES if f not in shapes]
+        if missing:
             raise ValueError(
-                f"MODEL.INSTANCEFCN.IN_FEATURE={c.IN_FEATURE!r} is not among the backbone's outputs "
-                f"{sorted(backbone.output_shape())} (see MODEL.VGG.OUT_FEATURES)"
+                f"MODEL.INSTANCEFCN.IN_FEATURES {list(c.IN_FEATURES)}: {missing} not among the backbone's "
+                f"outputs {sorted(shapes)} (see MODEL.VGG.OUT_FEATURES / MODEL.FPN)"
             )
-        channels = backbone.output_shape()[c.IN_FEATURE].channels
+        channels = shapes[c.IN_FEATURES[0]].channels
         return {
             "backbone": backbone,
             "instance_branch": InstanceBranch(cfg, channels),
@@ -101,18 +122,19 @@ class InstanceFCN(nn.Module):
             "labeler": WindowLabeler(cfg),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
-            "in_feature": c.IN_FEATURE,
+            "in_features": c.IN_FEATURES,
             "window_size": c.WINDOW_SIZE,
             "batch_size_per_image": c.BATCH_SIZE_PER_IMAGE,
             "positive_fraction": c.POSITIVE_FRACTION,
             "objectness_loss_weight": c.OBJECTNESS_LOSS_WEIGHT,
             "mask_loss_weight": c.MASK_LOSS_WEIGHT,
+            "mask_loss_normalization": c.MASK_LOSS_NORMALIZATION,
             "test_scales": c.TEST_SCALES,
             "test_max_size": c.TEST_MAX_SIZE,
             "topk_per_scale": c.TOPK_PER_SCALE,
             "mask_threshold": c.MASK_THRESHOLD,
             "nms_thresh": c.NMS_THRESH,
-            "detections_per_image": c.DETECTIONS_PER_IMAGE,
+            "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
         }
 
     @property
@@ -121,13 +143,17 @@ class InstanceFCN(nn.Module):
 
     @property
     def size_divisibility(self) -> int:
-        return max(self.backbone.size_divisibility, self.stride)
+        return max(self.backbone.size_divisibility, *self.strides)
 
     # ------------------------------------------------------------------ shared
-    def _heads(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Normalised ``(N, 3, H, W)`` -> score maps ``(N, k*k, h, w)``, objectness ``(N, h, w)``."""
-        feature = self.backbone(images)[self.in_feature]
-        return self.instance_branch(feature), self.objectness_branch(feature)
+    def _heads(self, images: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """Normalised ``(N, 3, H, W)`` -> per level: score maps ``(N, k*k, h, w)`` and
+        objectness ``(N, h, w)``."""
+        with record_function("instancefcn.backbone"):
+            features = self.backbone(images)
+        with record_function("instancefcn.heads"):
+            levels = [features[f] for f in self.in_features]
+            return [self.instance_branch(x) for x in levels], [self.objectness_branch(x) for x in levels]
 
     def _normalize(self, image: torch.Tensor) -> torch.Tensor:
         return (image.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
@@ -142,45 +168,67 @@ class InstanceFCN(nn.Module):
         return self.losses(score_maps, objectness, batched_inputs, images.image_sizes)
 
     # ---------------------------------------------------------------- training
-    def losses(self, score_maps: torch.Tensor, objectness: torch.Tensor, batched_inputs: List[Dict],
-               image_sizes: List[Tuple[int, int]]) -> Dict[str, torch.Tensor]:
-        """Sample windows per image, assemble the positives once for the whole batch.
+    def losses(self, score_maps: List[torch.Tensor], objectness: List[torch.Tensor],
+               batched_inputs: List[Dict], image_sizes: List[Tuple[int, int]]) -> Dict[str, torch.Tensor]:
+        """Label the windows of all levels of each image together, sample
+        ``batch_size_per_image`` of them per image, assemble the positives level by level.
 
-        ``score_maps`` ``(N, k*k, h, w)``, ``objectness`` ``(N, h, w)``.
+        ``score_maps[l]`` ``(N, k*k, h_l, w_l)``, ``objectness[l]`` ``(N, h_l, w_l)``.
         """
-        n, _, h, w = score_maps.shape
-        windows = window_boxes(h, w, self.stride, self.window_size, device=score_maps.device)
-        obj_idx, obj_labels, pos_b, pos_idx, targets = [], [], [], [], []
+        n = score_maps[0].shape[0]
+        device = score_maps[0].device
+        shapes = [o.shape[1:] for o in objectness]
+        windows = torch.cat([window_boxes(h, w, s, self.window_size, device=device)
+                             for (h, w), s in zip(shapes, self.strides)])
+        level_of = torch.cat([torch.full((h * w,), l, device=device) for l, (h, w) in enumerate(shapes)])
+        start = [0]
+        for h, w in shapes:
+            start.append(start[-1] + h * w)
+        obj_all = torch.cat([o.reshape(n, -1) for o in objectness], dim=1)  # (N, sum_l h_l*w_l)
+
+        obj_idx, obj_labels, positives, targets = [], [], [], []
         for i, (inp, size) in enumerate(zip(batched_inputs, image_sizes)):
             inst = inp.get("instances")
-            gt_boxes = inst.gt_boxes.tensor.to(self.device) if inst is not None and len(inst) else windows[:0]
+            inst = inst.to(device) if inst is not None else None  # gt_masks too: targets on one device
+            gt_boxes = inst.gt_boxes.tensor if inst is not None and len(inst) else windows[:0]
             crowd = inp.get("crowd_boxes")
-            crowd = crowd.tensor.to(self.device) if crowd is not None else windows[:0]
-            labels, matched = self.labeler(windows, gt_boxes, crowd, size)
+            crowd = crowd.tensor.to(device) if crowd is not None else windows[:0]
+            inside = torch.cat([inside_windows(h, w, size, s) for (h, w), s in zip(shapes, self.strides)])
+            labels, matched = self.labeler(windows, gt_boxes, crowd, inside.to(device))
             pos, neg = sample_windows(labels, self.batch_size_per_image, self.positive_fraction)
-            obj_idx.append(torch.cat([pos, neg]) + i * h * w)
+            obj_idx.append(torch.cat([pos, neg]) + i * obj_all.shape[1])
             obj_labels.append(torch.cat([torch.ones_like(pos), torch.zeros_like(neg)]))
             if pos.numel():
-                pos_b.append(torch.full_like(pos, i))
-                pos_idx.append(pos)
+                positives.append((i, pos))
                 targets.append(mask_targets(inst.gt_masks, matched[pos], windows[pos], self.window_size))
 
         obj_idx, obj_labels = torch.cat(obj_idx), torch.cat(obj_labels)
-        losses = {"loss_objectness": objectness_loss(objectness.reshape(-1)[obj_idx], obj_labels)}
-        if pos_idx:
-            pos = torch.cat(pos_idx)
-            logits = assemble(score_maps, torch.cat(pos_b), pos // w, pos % w, self.window_size)
-            losses["loss_mask"] = mask_loss(logits, torch.cat(targets).to(logits.device), score_maps)
+        losses = {"loss_objectness": objectness_loss(obj_all.reshape(-1)[obj_idx], obj_labels)}
+        if positives:
+            b = torch.cat([torch.full_like(p, i) for i, p in positives])
+            pos = torch.cat([p for _, p in positives])
+            lvl = level_of[pos]
+            parts, order = [], []
+            with record_function("instancefcn.assemble"):
+                for l in lvl.unique().tolist():
+                    sel = (lvl == l).nonzero().squeeze(1)
+                    cell, w = pos[sel] - start[l], shapes[l][1]
+                    parts.append(assemble(score_maps[l], b[sel], cell // w, cell % w, self.window_size))
+                    order.append(sel)
+            logits = torch.cat(parts)[torch.cat(order).argsort()]  # back to the order of the targets
+            # score_maps[0] keeps the (shared) instance branch in the graph when there is no positive.
+            losses["loss_mask"] = mask_loss(logits, torch.cat(targets), score_maps[0],
+                                            self.mask_loss_normalization, obj_idx.numel())
         else:
-            losses["loss_mask"] = mask_loss(score_maps[:0], score_maps[:0], score_maps)
-        num_pos = sum(p.numel() for p in pos_idx)
+            losses["loss_mask"] = mask_loss(score_maps[0][:0], score_maps[0][:0], score_maps[0])
+        num_pos = sum(p.numel() for _, p in positives)
         _put_scalar("instancefcn/num_pos_windows", num_pos / n)
         _put_scalar("instancefcn/num_sampled_windows", obj_idx.numel() / n)
         return {k: v * self.loss_weights[k] for k, v in losses.items()}
 
     # --------------------------------------------------------------- inference
     def pyramid_sizes(self, height: int, width: int) -> List[Tuple[int, int]]:
-        """``(h, w)`` of each pyramid level: shorter side = each test scale, longer <= max size."""
+        """``(h, w)`` of the image at each test scale: shorter side = the scale, longer <= max size."""
         sizes = []
         for s in self.test_scales:
             f = min(s / min(height, width), self.test_max_size / max(height, width))
@@ -189,38 +237,66 @@ class InstanceFCN(nn.Module):
 
     @torch.no_grad()
     def inference(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
-        return [{"instances": self.inference_single(x)} for x in batched_inputs]
+        """Window selection for the whole batch, then each image's rendering."""
+        selected = self.select_windows(batched_inputs)
+        with record_function("instancefcn.render"):
+            return [{"instances": proposals_from_windows(
+                w, mask_threshold=self.mask_threshold, nms_thresh=self.nms_thresh,
+                max_proposals=self.detections_per_image)} for w in selected]
 
-    def inference_single(self, inp: Dict) -> Instances:
-        """One image (``(3, H, W)`` tensor in ``inp["image"]``) through the whole pyramid."""
-        image = inp["image"]
-        if image.dim() != 3 or image.shape[0] != self.pixel_mean.shape[0] or min(image.shape[1:]) < 1:
-            raise ValueError(f"Expected a (C={self.pixel_mean.shape[0]}, H, W) image, got {tuple(image.shape)}")
-        in_h, in_w = image.shape[1:]
-        out_h, out_w = int(inp.get("height", in_h)), int(inp.get("width", in_w))
-        image = image.to(self.device, torch.float32)[None]
-        all_logits, all_obj, all_windows = [], [], []
-        for h, w in self.pyramid_sizes(in_h, in_w):
-            level = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False,
-                                  antialias=h < in_h) if (h, w) != (in_h, in_w) else image
-            level = ImageList.from_tensors([self._normalize(level[0])], self.size_divisibility).tensor
-            score_maps, objectness = self._heads(level)
-            fh, fw = objectness.shape[1:]
-            # Only windows centred on the image (not on padding) are candidates.
-            valid_h, valid_w = min(fh, math.ceil(h / self.stride)), min(fw, math.ceil(w / self.stride))
-            obj = objectness[0, :valid_h, :valid_w].reshape(-1)
-            top = obj.topk(min(self.topk_per_scale, obj.numel())).indices
-            ys, xs = top // valid_w, top % valid_w
-            all_logits.append(assemble(score_maps, torch.zeros_like(ys), ys, xs, self.window_size))
-            all_obj.append(obj[top])
-            windows = window_boxes(fh, fw, self.stride, self.window_size, device=self.device)
-            scale = torch.tensor([out_w / w, out_h / h, out_w / w, out_h / h], device=self.device)
-            all_windows.append(windows[ys * fw + xs] * scale)
-        return proposals_from_windows(
-            torch.cat(all_logits), torch.cat(all_obj), torch.cat(all_windows), (out_h, out_w),
-            mask_threshold=self.mask_threshold, nms_thresh=self.nms_thresh,
-            max_proposals=self.detections_per_image,
-        )
+    def select_windows(self, batched_inputs: List[Dict]) -> List[Instances]:
+        """The top ``topk_per_scale`` windows of every level and test scale, assembled.
+
+        The images of a batch go through the backbone together, once per test scale. Returns,
+        per image, ``Instances`` of its output frame (``height`` x ``width``) with
+        ``mask_logits`` ``(P, m, m)``, ``window_boxes`` ``(P, 4)`` in that frame,
+        ``objectness_logits`` ``(P,)`` and ``levels`` ``(P,)``: the input of any mask renderer.
+        """
+        images = []
+        for inp in batched_inputs:
+            image = inp["image"]
+            if image.dim() != 3 or image.shape[0] != self.pixel_mean.shape[0] or min(image.shape[1:]) < 1:
+                raise ValueError(f"Expected a (C={self.pixel_mean.shape[0]}, H, W) image, got {tuple(image.shape)}")
+            images.append(image.to(self.device, torch.float32))
+        out_sizes = [(int(inp.get("height", im.shape[1])), int(inp.get("width", im.shape[2])))
+                     for inp, im in zip(batched_inputs, images)]
+        parts = [[] for _ in images]  # per image: (logits, objectness, boxes, levels) of each level/scale
+        for scale in range(len(self.test_scales)):
+            resized = []
+            for image in images:
+                in_h, in_w = image.shape[1:]
+                h, w = self.pyramid_sizes(in_h, in_w)[scale]
+                resized.append(F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False,
+                                             antialias=h < in_h)[0] if (h, w) != (in_h, in_w) else image)
+            batch = ImageList.from_tensors([self._normalize(x) for x in resized], self.size_divisibility)
+            score_maps, objectness = self._heads(batch.tensor)
+            with record_function("instancefcn.select"):
+                for i, (h, w) in enumerate(batch.image_sizes):
+                    out_h, out_w = out_sizes[i]
+                    scale_xy = torch.tensor([out_w / w, out_h / h, out_w / w, out_h / h], device=self.device)
+                    for l, (maps, obj, stride) in enumerate(zip(score_maps, objectness, self.strides)):
+                        parts[i].append(self._select_level(maps[i:i + 1], obj[i], stride, (h, w), scale_xy, l))
+        results = []
+        for (out_h, out_w), image_parts in zip(out_sizes, parts):
+            r = Instances((out_h, out_w))
+            r.mask_logits, r.objectness_logits, r.window_boxes, r.levels = (
+                torch.cat(x) for x in zip(*image_parts))
+            results.append(r)
+        return results
+
+    def _select_level(self, score_maps, objectness, stride, image_size, scale_xy, level):
+        """Top-K windows of one level of one image: ``(1, k*k, fh, fw)`` maps, ``(fh, fw)``
+        objectness -> (logits ``(K, m, m)``, objectness ``(K,)``, boxes ``(K, 4)``, levels ``(K,)``)."""
+        fh, fw = objectness.shape
+        # The windows that belong to the image: the same set training labels (targets.window_grid_size).
+        vh, vw = (min(a, b) for a, b in zip((fh, fw), window_grid_size(image_size, stride)))
+        obj = objectness[:vh, :vw].reshape(-1)
+        top = obj.topk(min(self.topk_per_scale, obj.numel())).indices
+        ys, xs = top // vw, top % vw
+        with record_function("instancefcn.assemble"):
+            logits = assemble(score_maps, torch.zeros_like(ys), ys, xs, self.window_size)
+        boxes = window_boxes(fh, fw, stride, self.window_size, device=self.device)[ys * fw + xs] * scale_xy
+        return logits, obj[top], boxes, torch.full_like(top, level)
 
 
 def _put_scalar(name: str, value: float):

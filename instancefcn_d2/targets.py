@@ -10,22 +10,47 @@ The positive-window rule (DeepMask-style, all thresholds configurable):
 * a window is **negative** when, for *every* object, the centre is farther than
   ``neg_center_offset * S`` or the size is off by more than ``2^(+-neg_scale_log2)``;
 * everything in between is **ignored**, and so are windows centred inside a crowd region
-  (a crowd is never a positive, nor is its inside a clean negative) and windows centred
-  outside the image (padding).
+  (a crowd is never a positive, nor is its inside a clean negative) and windows outside the
+  image's window grid (:func:`window_grid_size`: the same set inference scores).
+
+On a feature pyramid every level has its own windows (``S = m * stride`` of that level) and
+the rule is applied to all of them together, so an object is positive on the level whose
+window fits it.
 
 The mask target of a positive window is its own object's mask, cropped to the window and
 resized to ``m x m``; other objects in the window are background. That is what makes the
 score maps instance-sensitive.
 """
-from typing import Tuple
+import math
+from typing import Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from detectron2.config import configurable
 from detectron2.modeling.sampling import subsample_labels
-from detectron2.structures import Boxes
+from detectron2.structures import BitMasks
 
-__all__ = ["window_boxes", "WindowLabeler", "mask_targets", "sample_windows"]
+__all__ = ["window_boxes", "window_grid_size", "inside_windows", "WindowLabeler", "mask_targets",
+           "sample_windows"]
+
+
+def window_grid_size(image_size: Tuple[int, int], stride: int) -> Tuple[int, int]:
+    """``(rows, cols)`` of the windows that belong to an ``(h, w)`` image on a map of ``stride``.
+
+    Window ``(y, x)`` is centred at pixel ``((x + 0.5) * stride, (y + 0.5) * stride)``; it
+    belongs to the image when that centre lies inside it (at least one window per axis, for
+    images smaller than half a cell). Training labels exactly these windows and inference
+    scores exactly these, so no scored window goes unsupervised.
+    """
+    return tuple(max(1, math.ceil(n / stride - 0.5)) for n in image_size)
+
+
+def inside_windows(height: int, width: int, image_size: Tuple[int, int], stride: int) -> torch.Tensor:
+    """``(height * width,)`` bool, row-major: the windows of an ``(height, width)`` map that
+    belong to the ``image_size`` image (:func:`window_grid_size`)."""
+    rows, cols = window_grid_size(image_size, stride)
+    return ((torch.arange(height) < rows)[:, None] & (torch.arange(width) < cols)[None, :]).reshape(-1)
 
 
 def window_boxes(height: int, width: int, stride: int, window_size: int, device=None) -> torch.Tensor:
@@ -72,13 +97,15 @@ class WindowLabeler:
         }
 
     def __call__(self, windows: torch.Tensor, gt_boxes: torch.Tensor, crowd_boxes: torch.Tensor,
-                 image_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+                 inside: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
-            windows: ``(P, 4)`` window boxes (all the same side), from :func:`window_boxes`.
+            windows: ``(P, 4)`` square window boxes, from :func:`window_boxes` (one level or
+                several levels concatenated: sides may differ).
             gt_boxes: ``(G, 4)`` XYXY boxes of the non-crowd objects.
             crowd_boxes: ``(C, 4)`` XYXY boxes of crowd regions.
-            image_size: ``(h, w)`` of the valid (unpadded) image.
+            inside: ``(P,)`` bool: windows that belong to the image (:func:`inside_windows`);
+                the others (padding) are ignored.
 
         Returns:
             labels ``(P,)`` int8 in {1, 0, -1}; matched ``(P,)`` long: the object index of
@@ -86,7 +113,7 @@ class WindowLabeler:
         """
         p = windows.shape[0]
         device = windows.device
-        side = windows[0, 2] - windows[0, 0] if p else torch.tensor(1.0)
+        side = (windows[:, 2] - windows[:, 0])[:, None]  # (P, 1) window sides
         wc = (windows[:, :2] + windows[:, 2:]) / 2  # (P, 2) window centres
         labels = torch.zeros(p, dtype=torch.int8, device=device)
         matched = torch.zeros(p, dtype=torch.long, device=device)
@@ -95,7 +122,7 @@ class WindowLabeler:
             gc = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2  # (G, 2)
             offset = (wc[:, None, :] - gc[None, :, :]).abs().amax(dim=2) / side  # (P, G)
             size = (gt_boxes[:, 2:] - gt_boxes[:, :2]).amax(dim=1).clamp(min=1e-6)
-            scale = torch.log2(size / (self.canonical_ratio * side)).abs()[None, :]  # (1, G)
+            scale = torch.log2(size[None, :] / (self.canonical_ratio * side)).abs()  # (P, G)
             pos = (offset <= self.pos_center_offset) & (scale <= self.pos_scale_log2)
             near = (offset <= self.neg_center_offset) & (scale <= self.neg_scale_log2)
             # Among qualifying objects pick the most centred one (scale breaks ties).
@@ -106,8 +133,7 @@ class WindowLabeler:
             labels[is_pos] = 1
             matched[is_pos] = best[is_pos]
 
-        h, w = image_size
-        outside = (wc[:, 0] >= w) | (wc[:, 1] >= h)
+        outside = ~inside.to(device)
         in_crowd = torch.zeros(p, dtype=torch.bool, device=device)
         if crowd_boxes.numel():
             in_crowd = (
@@ -123,12 +149,46 @@ def mask_targets(gt_masks, matched: torch.Tensor, windows: torch.Tensor, window_
 
     ``gt_masks``: detectron2 ``PolygonMasks`` or ``BitMasks`` of the image's objects.
     Each object's mask is cropped to its window (outside the image counts as background)
-    and resampled to ``m x m``.
+    and resampled to ``m x m``, on the device of ``windows``.
     """
+    m = window_size
     if matched.numel() == 0:
-        return torch.zeros(0, window_size, window_size, device=windows.device)
-    sel = gt_masks[matched]
-    return sel.crop_and_resize(windows, window_size).to(device=windows.device, dtype=torch.float32)
+        return torch.zeros(0, m, m, device=windows.device)
+    if isinstance(gt_masks, BitMasks):
+        return _bitmask_targets(gt_masks.tensor, matched, windows, m)
+    # Polygons are rasterised on the CPU directly at m x m inside each window.
+    return gt_masks[matched.cpu()].crop_and_resize(windows, m).to(device=windows.device, dtype=torch.float32)
+
+
+def _bitmask_targets(masks: torch.Tensor, matched: torch.Tensor, windows: torch.Tensor, m: int) -> torch.Tensor:
+    """``(G, H, W)`` bool masks -> ``(P, m, m)`` targets of the ``(P, 4)`` windows.
+
+    A window is ``m x m`` cells of ``s x s`` pixels at integer pixel positions, so
+    ``BitMasks.crop_and_resize`` (ROIAlign, aligned, adaptive sampling) averages exactly the
+    ``s x s`` pixels of each cell: here the same average is an ``avg_pool`` over a gathered
+    ``(P, S, S)`` crop, computed on the windows' device without the ``(P, H, W)`` float copy
+    that ROIAlign over whole masks would make (~550 MB per image at 900 x 1200).
+    """
+    device = windows.device
+    masks = masks.to(device)
+    h, w = masks.shape[-2:]
+    out = torch.empty(len(windows), m, m, device=device)
+    sides = (windows[:, 2] - windows[:, 0]).round().long()
+    for side in sides.unique().tolist():  # one group per pyramid level
+        sel = (sides == side).nonzero().squeeze(1)
+        cell = side // m
+        if cell * m != side:
+            raise ValueError(f"window side {side} px is not a multiple of window_size {m}")
+        x0y0 = windows[sel, :2].round().long()  # (p, 2)
+        offs = torch.arange(side, device=device)
+        ys = x0y0[:, 1:2] + offs  # (p, S)
+        xs = x0y0[:, 0:1] + offs
+        valid = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
+        crop = masks[matched[sel].to(device)[:, None, None], ys.clamp(0, h - 1)[:, :, None],
+                     xs.clamp(0, w - 1)[:, None, :]] & valid  # (p, S, S) bool
+        # >= 0.5 as BitMasks.crop_and_resize binarises its ROIAlign output.
+        out[sel] = (F.avg_pool2d(crop[:, None].float(), cell)[:, 0] >= 0.5).float()
+    return out
 
 
 def sample_windows(labels: torch.Tensor, num_samples: int, positive_fraction: float):

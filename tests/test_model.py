@@ -112,7 +112,7 @@ def check_contract(inst: Instances, height: int, width: int, max_dets: int):
     s = inst.scores
     assert s.shape == (n,) and ((s >= 0) & (s <= 1)).all()
     assert (s[:-1] >= s[1:]).all()
-    torch.testing.assert_close(inst.objectness_logits.sigmoid(), s)
+    torch.testing.assert_close(inst.objectness_logits.double().sigmoid(), s)
     assert inst.pred_boxes.tensor.shape == (n, 4)
     for i in range(n):
         assert inst.pred_masks[i].any(), "empty masks must be dropped"
@@ -143,7 +143,7 @@ def fake_heads(square=True, peak_logit=5.0):
         obj[:, PEAK[0], PEAK[1]] = peak_logit
         # a few lower-ranked positions with distinct scores
         obj[:, 0, 0], obj[:, 7, 9], obj[:, 3, 4] = -1.0, -2.0, -3.0
-        return maps, obj
+        return [maps], [obj]
     return heads
 
 
@@ -233,9 +233,9 @@ def test_training_loss_keys_finite_and_targets_wired(monkeypatch):
     captured = {}
     real_mask_loss, real_sample = meta_arch_mod.mask_loss, meta_arch_mod.sample_windows
 
-    def rec_mask_loss(logits, targets, score_maps):
+    def rec_mask_loss(logits, targets, score_maps, *args):
         captured.update(logits=logits.detach(), targets=targets, maps=score_maps.detach())
-        return real_mask_loss(logits, targets, score_maps)
+        return real_mask_loss(logits, targets, score_maps, *args)
 
     def rec_sample(labels, n, frac):
         captured.setdefault("labels", []).append(labels.clone())
@@ -340,7 +340,7 @@ def test_training_all_windows_ignored():
 
 def test_constructor_checks():
     with pytest.raises(ValueError):
-        tiny_model(in_feature="conv4")
+        tiny_model(in_features=["conv4"])
     with pytest.raises(ValueError):
         tiny_model(window_size=2)  # < k
     with pytest.raises(ValueError):
@@ -422,7 +422,7 @@ def vgg_cfg(**overrides):
     cfg.merge_from_file(os.path.join(REPO, "configs", "Base-InstanceFCN-VGG16.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.INSTANCEFCN.TEST_SCALES = [64]
-    cfg.MODEL.INSTANCEFCN.DETECTIONS_PER_IMAGE = 20
+    cfg.TEST.DETECTIONS_PER_IMAGE = 20
     for k, v in overrides.items():
         node = cfg
         *path, last = k.split(".")
@@ -441,7 +441,7 @@ def vgg_model():
 def test_vgg_config_wiring(vgg_model):
     model = vgg_model
     assert isinstance(model, InstanceFCN)
-    assert model.stride == 8 and model.window_size == 21 and model.instance_branch.k == 5
+    assert model.strides == [8] and model.window_size == 21 and model.instance_branch.k == 5
     assert model.test_scales == (64,)
     assert model.instance_branch.score_maps.out_channels == 25
     # FREEZE_AT 2: conv1_x, conv2_x frozen
@@ -475,8 +475,8 @@ def test_vgg_training_step(vgg_model):
 
 
 def test_vgg_in_feature_not_in_backbone_raises():
-    with pytest.raises(ValueError, match="IN_FEATURE"):
-        build_model(vgg_cfg(**{"MODEL.INSTANCEFCN.IN_FEATURE": "conv4"}))
+    with pytest.raises(ValueError, match="IN_FEATURES"):
+        build_model(vgg_cfg(**{"MODEL.INSTANCEFCN.IN_FEATURES": ["conv4"]}))
 
 
 # --------------------------------------------------------------------------- border windows
@@ -490,7 +490,7 @@ def _heads_from(square_rows, square_cols, obj_at):
         obj = torch.full((n, h // STRIDE, w // STRIDE), -20.0)
         for (y, x), v in obj_at.items():
             obj[:, y, x] = v
-        return maps, obj
+        return [maps], [obj]
     return heads
 
 
@@ -520,3 +520,48 @@ def test_nms_suppresses_duplicates_of_an_object_at_the_border(monkeypatch):
     assert inst.pred_boxes.tensor[0].tolist() == [0.0, 0.0, 24.0, 24.0]
     whole = [i for i in range(len(inst)) if inst.pred_boxes.tensor[i].tolist() == [0.0, 0.0, 24.0, 24.0]]
     assert whole == [0]
+
+
+# --------------------------------------------------------------------------- review fixes (issue 13)
+@pytest.mark.parametrize("h", [57, 60, 61, 64, 65, 68, 69, 70])
+def test_inference_scores_exactly_the_windows_training_labels(h):
+    # Every window inference can return must be one that training labels (its centre on the
+    # image), and every such window must be a candidate: for h mod 8 in 1..4 the last row's
+    # centre is off the image and must not be scored (it would never have been trained).
+    w = 72
+    model = tiny_model(topk_per_scale=10 ** 6, test_scales=(h,), test_max_size=10 ** 4).eval()
+    sel = model.select_windows([{"image": rand_image(h, w)}])[0]
+    centres = (sel.window_boxes[:, :2] + sel.window_boxes[:, 2:]) / 2
+    assert (centres[:, 0] < w).all() and (centres[:, 1] < h).all()
+    expected = sum(1 for y in range(20) if (y + 0.5) * STRIDE < h) * sum(1 for x in range(20) if (x + 0.5) * STRIDE < w)
+    assert len(sel) == expected
+
+
+def test_scores_do_not_saturate_and_follow_the_logits(monkeypatch):
+    # float32 sigmoid is exactly 1.0 above logit ~16.6: three proposals of logits 30, 25, 20
+    # would tie. Scores must stay distinct and in logit order.
+    model = tiny_model().eval()
+
+    def heads(images):
+        n, _, h, w = images.shape
+        maps = torch.full((n, K * K, h // STRIDE, w // STRIDE), -10.0)
+        maps[:, :, 0:2, 0:2] = maps[:, :, 5:7, 0:2] = maps[:, :, 0:2, 6:8] = 10.0
+        obj = torch.full((n, h // STRIDE, w // STRIDE), -30.0)
+        obj[:, 1, 1], obj[:, 6, 1], obj[:, 1, 7] = 20.0, 30.0, 25.0
+        return [maps], [obj]
+
+    monkeypatch.setattr(model, "_heads", heads)
+    inst = model([{"image": rand_image(64, 64)}])[0]["instances"]
+    assert inst.objectness_logits[:3].tolist() == [30.0, 25.0, 20.0]
+    s = inst.scores[:3].tolist()
+    assert s[0] > s[1] > s[2] and torch.sigmoid(torch.tensor(20.0)).item() == 1.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_step_on_bitmask_data():
+    # RLE annotations reach the model as BitMasks on the CPU; the targets must still be built
+    # on the model's device (this crashed with mixed devices before).
+    model = tiny_model().to("cuda").train()
+    losses = model([object_input(bitmask=True), object_input(boxes=((16, 16, 56, 56),), seed=3)])
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_mask"] > 0

@@ -78,7 +78,7 @@ def test_two_gloo_processes_train_in_lockstep_and_evaluate_like_one(tmp_path):
     opts = [
         "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "MODEL.INSTANCEFCN.WINDOW_SIZE", "11",
         "MODEL.INSTANCEFCN.TEST_SCALES", "[64, 96]", "MODEL.INSTANCEFCN.TEST_MAX_SIZE", "160",
-        "MODEL.INSTANCEFCN.TOPK_PER_SCALE", "100", "MODEL.INSTANCEFCN.DETECTIONS_PER_IMAGE", "100",
+        "MODEL.INSTANCEFCN.TOPK_PER_SCALE", "100", "TEST.DETECTIONS_PER_IMAGE", "100",
         "DATASETS.TRAIN", "('synthetic_tiny_train',)", "DATASETS.TEST", "('synthetic_tiny_val',)",
         "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96",
         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_PERIOD", "1000",

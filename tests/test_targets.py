@@ -9,7 +9,7 @@ import torch
 import instancefcn_d2  # noqa: F401  (compat shims, before any detectron2 import)
 from detectron2.structures import BitMasks, PolygonMasks
 
-from instancefcn_d2.targets import WindowLabeler, mask_targets, sample_windows, window_boxes
+from instancefcn_d2.targets import WindowLabeler, inside_windows, mask_targets, sample_windows, window_boxes
 
 STRIDE, M = 8, 21
 S = STRIDE * M  # window side in pixels: 168
@@ -47,7 +47,7 @@ def label_scene(boxes, fh=20, fw=20, image_size=(160, 160), crowd=None):
     windows = window_boxes(fh, fw, STRIDE, M)
     gt = torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
     cr = torch.tensor(crowd if crowd else [], dtype=torch.float32).view(-1, 4)
-    labels, matched = labeler()(windows, gt, cr, image_size)
+    labels, matched = labeler()(windows, gt, cr, inside_windows(fh, fw, image_size, STRIDE))
     return windows, labels.view(fh, fw), matched.view(fh, fw)
 
 
@@ -286,3 +286,32 @@ def test_sample_windows_from_labeler_output():
     pos, neg = sample_windows(flat, 256, 0.5)
     assert 1 <= pos.numel() <= 128 and pos.numel() + neg.numel() <= 256
     assert (flat[pos] == 1).all() and (flat[neg] == 0).all()
+
+
+def test_bitmask_targets_equal_detectron2_crop_and_resize_on_two_levels():
+    # Reference: detectron2's BitMasks.crop_and_resize (ROIAlign over the whole masks) on masks
+    # zero-padded beyond every window, so that outside the image is background for it too
+    # (on the unpadded mask ROIAlign would replicate the border pixels one pixel out). Ours
+    # gathers each window's pixels instead; both must agree exactly, for windows of two levels
+    # (strides 4 and 8), partly off the image, and several objects.
+    g = torch.Generator().manual_seed(3)
+    h, w = 70, 90
+    masks = torch.rand(4, h, w, generator=g) > 0.6
+    masks[1, 10:50, 20:60] = True
+    windows = torch.cat([window_boxes(18, 23, 4, M), window_boxes(9, 12, 8, M)])
+    idx = torch.randperm(len(windows), generator=g)[:60]
+    matched = torch.randint(0, 4, (60,), generator=g)
+    ours = mask_targets(BitMasks(masks), matched, windows[idx], M)
+    pad = 200
+    padded = torch.nn.functional.pad(masks[matched], (pad, pad, pad, pad))
+    ref = BitMasks(padded).crop_and_resize(windows[idx] + pad, M).float()
+    assert torch.equal(ours, ref)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bitmask_and_polygon_targets_on_cuda_windows():
+    masks = _bitmask_rect(160, 160, 40, 40, 128, 128)
+    windows = window_boxes(20, 20, STRIDE, M)[torch.tensor([10 * 20 + 10])].cuda()
+    for gt in (BitMasks(masks), PolygonMasks([rect_poly(40, 40, 128, 128)])):
+        t = mask_targets(gt, torch.tensor([0], device="cuda"), windows, M)
+        assert t.device.type == "cuda" and t[0, 5:16, 5:16].all() and t.sum() == 11 * 11

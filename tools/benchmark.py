@@ -298,7 +298,7 @@ def worker_infer_ifcn(spec):
     dets = spec["detections"]
     overrides = {
         "MODEL.INSTANCEFCN.NMS_THRESH": spec.get("nms_thresh", 1.0),
-        "MODEL.INSTANCEFCN.DETECTIONS_PER_IMAGE": dets,
+        "TEST.DETECTIONS_PER_IMAGE": dets,
         "MODEL.WEIGHTS": "",
     }
     if spec.get("test_scales"):

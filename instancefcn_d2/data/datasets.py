@@ -4,20 +4,28 @@
   :mod:`.synthetic`), written once under ``$INSTANCEFCN_SYNTHETIC_ROOT`` (default
   ``datasets/synthetic``); ``synthetic_tiny_train`` / ``synthetic_tiny_val``: a few small
   images for smoke tests.
+* ``coco_2014_val_first5k``: the first 5000 images of ``instances_val2014.json`` in file order,
+  the test set of DeepMask and InstanceFCN's COCO table (detectron2's ``coco_2014_minival`` is
+  another 5000), read from ``$DETECTRON2_DATASETS/coco`` as detectron2's builtin COCO sets;
 * ``voc_2012_sbd_train`` / ``voc_2012_sbd_val``: PASCAL VOC 2012 / SBD instance masks in
   COCO-JSON form, read from ``$DETECTRON2_DATASETS/voc_sbd/{train,val}.json`` with images in
   ``$DETECTRON2_DATASETS/voc_sbd/JPEGImages`` (README, "VOC / SBD").
 
 Only the names a config actually uses are registered (and, for synthetic data, generated).
 """
+import json
 import os
 
-from detectron2.data import DatasetCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json, register_coco_instances
 
 from .synthetic import default_root, register_synthetic
 
-__all__ = ["SYNTHETIC_PRESETS", "preset_root", "project_dataset_names", "register_project_datasets"]
+__all__ = ["SYNTHETIC_PRESETS", "first_images_in_file_order", "preset_root", "project_dataset_names",
+           "register_project_datasets"]
+
+# name -> (json under $DETECTRON2_DATASETS/coco, image folder, number of leading images)
+COCO_FIRST_N = {"coco_2014_val_first5k": ("annotations/instances_val2014.json", "val2014", 5000)}
 
 # preset -> (root suffix, {split: (num_images, seed)}, generator params). The only definition
 # of each set: train_net, the quick start and tools/make_synthetic_dataset.py all read it, so
@@ -49,7 +57,20 @@ def preset_root(preset):
 def project_dataset_names():
     """Every dataset name this project can register."""
     synthetic = [f"{preset}_{s}" for preset, (_, splits, _) in SYNTHETIC_PRESETS.items() for s in splits]
-    return synthetic + [f"voc_2012_sbd_{s}" for s in VOC_SPLITS]
+    return synthetic + list(COCO_FIRST_N) + [f"voc_2012_sbd_{s}" for s in VOC_SPLITS]
+
+
+def first_images_in_file_order(json_file, image_root, dataset_name, num_images):
+    """detectron2 dataset dicts of the first ``num_images`` entries of the JSON's ``images`` list.
+
+    ``load_coco_json`` sorts images by id; DeepMask's "first 5000 val2014 images" are the file's
+    own order, so the ids are read from the file and the loaded dicts filtered to them.
+    """
+    with open(json_file) as f:
+        ids = [im["id"] for im in json.load(f)["images"][:num_images]]
+    keep = set(ids)
+    dicts = {d["image_id"]: d for d in load_coco_json(json_file, image_root, dataset_name) if d["image_id"] in keep}
+    return [dicts[i] for i in ids if i in dicts]
 
 
 def register_project_datasets(cfg=None, names=None):
@@ -61,6 +82,19 @@ def register_project_datasets(cfg=None, names=None):
         wanted = [f"{preset}_{s}" for s in splits]
         if any(n in wanted for n in names):
             register_synthetic(preset_root(preset), wanted, splits, **params)
+    coco_root = os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "coco")
+    for name, (json_rel, image_rel, n) in COCO_FIRST_N.items():
+        if name in names:
+            json_file, image_root = os.path.join(coco_root, json_rel), os.path.join(coco_root, image_rel)
+            if not os.path.isfile(json_file):
+                raise FileNotFoundError(
+                    f"{name}: {json_file} not found. Put COCO 2014 under $DETECTRON2_DATASETS/coco "
+                    "(annotations/instances_val2014.json, val2014/), as for detectron2's builtin COCO sets."
+                )
+            DatasetCatalog.register(
+                name, lambda j=json_file, r=image_root, nm=name, k=n: first_images_in_file_order(j, r, nm, k))
+            # thing_classes and the category id map are set by load_coco_json from the file.
+            MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
     voc_root = os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "voc_sbd")
     for split in VOC_SPLITS:
         name = f"voc_2012_sbd_{split}"
