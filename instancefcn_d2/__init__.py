@@ -8,7 +8,7 @@ from . import compat
 compat.apply()  # must precede any detectron2 import below
 
 from .config import add_instancefcn_config  # noqa: E402
-from .backbone import VGG16, build_vgg16_backbone  # noqa: E402
+from .backbone import VGG16, VGG16FPN, build_vgg16_backbone, build_vgg16_fpn_backbone  # noqa: E402
 from .meta_arch import InstanceFCN  # noqa: E402
 from .data.mapper import InstanceFCNDatasetMapper  # noqa: E402
 

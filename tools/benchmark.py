@@ -317,7 +317,7 @@ def worker_infer_ifcn(spec):
     image = _rand_image(h, w, seed=spec.get("seed", 0))
     inp = {"image": image, "height": h, "width": w}
     levels = model.pyramid_sizes(h, w)
-    positions = [math.ceil(lh / model.stride) * math.ceil(lw / model.stride) for lh, lw in levels]
+    positions = [math.ceil(lh / s) * math.ceil(lw / s) for lh, lw in levels for s in model.strides]
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss_after_build = _peak_rss_gib()
