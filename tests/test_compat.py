@@ -5,7 +5,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -154,7 +153,10 @@ def test_extent_transform():
 
 def test_numpy_aliases():
     assert np.int is int and np.float is float
-    assert np.bool is not None  # numpy 2 restored np.bool as np.bool_; either is fine
+    # numpy 2 restored np.bool as np.bool_, older numpy gets the builtin: either must be a
+    # usable boolean dtype (detectron2 writes `arr.astype(np.bool)`).
+    assert np.bool in (bool, np.bool_)
+    assert np.asarray([2, 0]).astype(np.bool).tolist() == [True, False]
 
 
 def test_print_instances_class_histogram(caplog):
@@ -217,13 +219,10 @@ def test_import_is_idempotent():
 
 # --------------------------------------------------------------------------- subprocesses
 def test_install_detectron2_leaves_existing_install_alone():
-    t0 = time.time()
-    r = _run([os.path.join(REPO, "tools", "install_detectron2.py")], timeout=60)
-    elapsed = time.time() - t0
+    r = _run([os.path.join(REPO, "tools", "install_detectron2.py")], timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "leaving it alone" in r.stdout
     assert not any(line.startswith("+ ") for line in r.stdout.splitlines())  # no pip command run
-    assert elapsed < 30
 
 
 def test_import_registers_backbone_in_fresh_interpreter():

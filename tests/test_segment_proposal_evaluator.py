@@ -304,7 +304,8 @@ def run_evaluator(name, coco, proposals, batch=2, **kwargs):
 
 def direct_stats(json_file, proposals, iou_type, max_dets):
     """Independent reference: plain pycocotools, AR read from ``stats`` (rows 6-11 are AR at
-    maxDets[0], [1], [2] and small/medium/large at maxDets[2]); -1 -> NaN; in percent.
+    maxDets[0], [1], [2] and small/medium/large at maxDets[2]); -1 (no ground truth in that
+    range) -> None; in percent.
 
     COCOeval drops detections whose category is not among params.catIds even with useCats=0,
     and this dataset has no category 1: here the proposals take the first gt category instead
@@ -334,13 +335,14 @@ def direct_stats(json_file, proposals, iou_type, max_dets):
         E.evaluate()
         E.accumulate()
         E.summarize()
-    return [float("nan") if v == -1 else v * 100 for v in E.stats[6:12]]
+    return [None if v == -1 else v * 100 for v in E.stats[6:12]]
 
 
 def _assert_close(actual, expected):
+    assert len(actual) == len(expected)
     for a, e in zip(actual, expected):
-        if math.isnan(e):
-            assert math.isnan(a)
+        if e is None:
+            assert a is None
         else:
             assert a == pytest.approx(e, rel=1e-12, abs=1e-12)
 
@@ -410,7 +412,18 @@ def test_subset_of_images_and_missing_ranges(json_dataset):
 
     props = {1000: perturbed_proposals(coco)[1000]}  # no ground truth at all
     res = run_evaluator(name, coco, props)
-    assert all(math.isnan(v) for v in res["segm_proposals"].values())
+    assert all(v is None for task in res.values() for v in task.values())
+    # Undefined recall: "–" in the table, null in JSON (not the invalid token NaN).
+    assert json.loads(json.dumps(res, allow_nan=False))["segm_proposals"]["ARl@1000"] is None
+    table = sp.format_ar_table(res)
+    assert "nan" not in table.lower()
+    assert table.splitlines()[2].split("|")[2].strip() == "–"
+
+
+def test_table_prints_a_dash_only_for_missing_ranges():
+    res = {"segm_proposals": {"AR@10": 12.3456, "ARs@1000": None, "ARl@1000": 0.0}}
+    row = [c.strip() for c in sp.format_ar_table(res).splitlines()[2].split("|")[1:-1]]
+    assert row == ["segm_proposals", "12.346", "–", "0.000"]
 
 
 def test_zero_proposals_give_zero_recall(dataset, tmp_path):
@@ -473,8 +486,19 @@ def test_exports_load_with_pycocotools_and_detectron2(json_dataset, tmp_path):
         np.testing.assert_array_equal(d["proposal_boxes"], boxes.astype(np.float32))
         np.testing.assert_allclose(d["proposal_objectness_logits"],
                                    torch.logit(torch.tensor(scores, dtype=torch.float32)).numpy())
-    # The written results score the same as the in-memory ones.
-    assert res["segm_proposals"]["AR@1000"] > 0
+    # The written results score the same as the in-memory ones: plain COCOeval on the file.
+    with contextlib.redirect_stdout(io.StringIO()):
+        E = COCOeval(coco, coco.loadRes(str(out / sp.COCO_RESULTS_FILE)), "segm")
+        E.params.useCats = 0
+        E.params.catIds = sorted(set(coco.getCatIds()) | {1})  # the proposals' category
+        E.params.maxDets = [10, 100, 1000]
+        E.params.imgIds = sorted(props)
+        E.evaluate()
+        E.accumulate()
+        E.summarize()
+    from_file = [None if v == -1 else v * 100 for v in E.stats[6:12]]
+    assert from_file[2] > 0
+    _assert_close([res["segm_proposals"][m] for m in METRICS], from_file)
 
 
 def test_instances_to_coco_results_roundtrip(tmp_path):
@@ -559,13 +583,11 @@ def _two_rank_worker(rank, json_file, init_file, out_file):
         torch.distributed.destroy_process_group()
 
 
-def test_gather_across_two_real_processes(json_dataset, tmp_path):
+def test_gather_across_two_real_processes(json_dataset, tmp_path, spawn):
     """detectron2's comm.gather (pickled byte tensors over gloo) between two CPU processes."""
     name, json_file = json_dataset
     coco = COCO(json_file)
     expected = run_evaluator(name, coco, perturbed_proposals(coco, seed=6, num_false=30))
     out_file = tmp_path / "rank0.json"
-    torch.multiprocessing.spawn(
-        _two_rank_worker, args=(json_file, str(tmp_path / "pg"), str(out_file)), nprocs=2
-    )
+    spawn(_two_rank_worker, (json_file, str(tmp_path / "pg"), str(out_file)), nprocs=2)
     assert json.load(open(out_file)) == json.loads(json.dumps(expected))

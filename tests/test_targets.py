@@ -200,14 +200,20 @@ def test_closest_object_wins_among_qualifying():
 
 
 def test_crowd_region_is_ignored_never_positive():
-    crowd = [40.0, 40.0, 128.0, 128.0]
-    windows, labels, _ = label_scene([], crowd=[crowd])
-    wc = ((windows[:, :2] + windows[:, 2:]) / 2).view(20, 20, 2)
-    inside = ((wc[..., 0] >= 40) & (wc[..., 0] <= 128) & (wc[..., 1] >= 40) & (wc[..., 1] <= 128))
-    assert inside.sum() > 50
-    assert (labels[inside] == -1).all()
-    assert (labels[~inside] == 0).all()  # the rest of the image is a clean negative
-    assert not (labels == 1).any()
+    # Window centres are at 8 i + 4 px (STRIDE 8): 44, 52, ..., 124 lie in [40, 128], i.e.
+    # cells 5..15 on both axes; the rest of the image is a clean negative.
+    _, labels, _ = label_scene([], crowd=[[40.0, 40.0, 128.0, 128.0]])
+    expected = torch.zeros(20, 20, dtype=labels.dtype)
+    expected[5:16, 5:16] = -1
+    assert torch.equal(labels, expected)
+
+    # Edges: a centre on the crowd's border is inside (x 44 -> cell 5, y 60 -> cell 7); 123.9
+    # stops before the centre 124 (cell 15), 36 starts at cell 4. Two crowds: either one counts.
+    _, labels, _ = label_scene([], crowd=[[44.0, 36.0, 123.9, 60.0], [0.0, 156.0, 4.0, 160.0]])
+    expected = torch.zeros(20, 20, dtype=labels.dtype)
+    expected[4:8, 5:15] = -1
+    expected[19, 0] = -1  # centre (4, 156)
+    assert torch.equal(labels, expected)
 
 
 def test_crowd_shaped_like_a_canonical_object_is_not_positive():

@@ -260,14 +260,23 @@ def test_freeze_at_with_bn_uses_frozen_batchnorm(freeze_at):
             else:
                 assert isinstance(conv.norm, nn.BatchNorm2d), layer
                 assert all(p.requires_grad for p in conv.parameters()), layer
-    # frozen BN behaves the same in train mode (no running-stat updates)
-    if freeze_at == 5:
-        m.train()
-        x = torch.randn(2, 3, 32, 32)
-        with torch.no_grad():
-            a = m(x)["conv5"]
-            b = m(x)["conv5"]
-        torch.testing.assert_close(a, b)
+    # Frozen BN normalises with its stored statistics even in train mode (ordinary BN would use
+    # the batch's) and never updates them: train-mode output == eval-mode output, stats unchanged.
+    first = getattr(m, m.stage_layers["conv1"][0]).norm
+    with torch.no_grad():
+        first.running_mean.uniform_(-2.0, 2.0)
+        first.running_var.uniform_(0.5, 4.0)
+    stats = (first.running_mean.clone(), first.running_var.clone())
+    x = torch.randn(2, 3, 32, 32) * 3 + 1
+    with torch.no_grad():
+        out_train = m.train()(x)["conv1"]
+        out_eval = m.eval()(x)["conv1"]
+    if freeze_at >= 1:
+        torch.testing.assert_close(out_train, out_eval)
+        assert torch.equal(first.running_mean, stats[0]) and torch.equal(first.running_var, stats[1])
+    else:  # trainable BN: batch statistics in train mode, and the running stats move
+        assert not torch.allclose(out_train, out_eval, atol=1e-3)
+        assert not torch.equal(first.running_mean, stats[0])
 
 
 def test_freeze_method_can_be_called_later():

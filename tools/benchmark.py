@@ -40,7 +40,6 @@ import json
 import logging
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -51,6 +50,8 @@ from collections import defaultdict
 
 REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from machine import describe_machine, gemm_peak  # noqa: E402
 
 BASE_CONFIG = os.path.join(REPO, "configs", "Base-InstanceFCN-VGG16.yaml")
 QUICKSTART_CONFIG = os.path.join(REPO, "configs", "quickstart", "InstanceFCN-VGG16-synthetic.yaml")
@@ -125,36 +126,10 @@ def _rand_image(h, w, seed=0):
     return torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
 
 
-def cpu_model_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(device, threads=None):
-    import torch
-    import detectron2
-
-    info = {
-        "cpu_model": cpu_model_name(),
-        "logical_cores": os.cpu_count(),
-        "torch_num_threads": threads or torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "detectron2_version": detectron2.__version__,
-        "python_version": platform.python_version(),
-        "device": device,
-        "gpu_name": torch.cuda.get_device_name(0) if device == "cuda" else None,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-    if device == "cuda":
-        info["cuda_matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
-        info["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
-    return info
+    # One description for every published figure (tools/machine.py): CPU, threads, load
+    # average at start with "idle", versions, git commit. The GEMM peak is measured below.
+    return describe_machine(device, threads, gemm_sizes=())
 
 
 class StageTimers:
@@ -581,40 +556,6 @@ def run_job(spec, log):
             res = json.load(f)
     res["job_wall_s"] = wall
     return res
-
-
-# ============================================================================ GEMM peak
-def gemm_peak(device, amp, sizes, repeats, threads=None):
-    """The machine's dense-compute limit: the best median throughput of square ``torch.mm`` over
-    ``sizes``. One size is not enough: MKL's sgemm on this AMD CPU runs 2048x2048 ~25% slower
-    than 4096x4096, which made the convolutions look faster than the "peak"."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp or "none", torch.float32)
-    sync = _sync_fn(device)
-    g = torch.Generator().manual_seed(0)
-    inner = 10 if device == "cuda" else 1
-    per_size = []
-    for n in sizes:
-        a = torch.randn(n, n, generator=g).to(device, dtype)
-        b = torch.randn(n, n, generator=g).to(device, dtype)
-        times = []
-        for i in range(repeats + 1):
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                torch.mm(a, b)
-            sync()
-            if i:  # first call is the warm-up
-                times.append((time.perf_counter() - t0) / inner)
-        t = _median(times)
-        per_size.append({"n": n, "median_s": t, "flops_per_s": 2 * n ** 3 / t, "runs_s": times})
-        del a, b
-    best = max(per_size, key=lambda r: r["flops_per_s"])
-    return {"n": best["n"], "dtype": str(dtype).replace("torch.", ""), "median_s": best["median_s"],
-            "flops_per_s": best["flops_per_s"], "runs_s": best["runs_s"], "sizes": per_size}
 
 
 # ============================================================================ orchestration

@@ -1,15 +1,24 @@
 #!/usr/bin/env python
-"""The quick start: train on generated data, evaluate proposal AR, draw pictures.
+"""The quick start: train on generated data, evaluate proposal AR, draw pictures, and write
+every figure of the run to one results file.
 
     bash tools/quickstart.sh                       # set-up + this script (the README's main command)
     python tools/quickstart.py --with-k1-ablation  # also train k=1 (a plain FCN) and compare
+    python tools/quickstart.py --variants vgg16_fpn,r50_fpn_scratch   # other models, same data
 
-Steps (each a normal command you can also run by hand):
-  1. python train_net.py --config-file configs/quickstart/InstanceFCN-VGG16-synthetic.yaml
-     (generates the synthetic data on first use; trains; evaluates with SegmentProposalEvaluator)
-  2. python tools/demo.py on the first val images -> OUTPUT/pictures/*.png
-With --with-k1-ablation it repeats 1-2 with MODEL.INSTANCEFCN.K 1, writes
-results/quickstart.json and results/k1_vs_k5.png (a val image with touching objects).
+Steps (each a normal command you can also run by hand), timed separately:
+  1. train:    python train_net.py --config-file configs/quickstart/InstanceFCN-VGG16-synthetic.yaml
+               DATASETS.TEST "()"   (generates the synthetic data on first use, then trains)
+  2. eval:     python train_net.py ... --eval-only MODEL.WEIGHTS OUTPUT/model_final.pth
+               (SegmentProposalEvaluator: mask and box AR; per-image inference time)
+  3. pictures: python tools/demo.py on the first val images -> OUTPUT/pictures/*.png
+With --with-k1-ablation it repeats 1-3 with MODEL.INSTANCEFCN.K 1 and draws
+RESULTS_DIR/k1_vs_k5.png (a val image with touching objects).
+
+RESULTS_DIR/quickstart.json (default: OUTPUT_DIR/quickstart.json) holds the whole record: the AR
+of each model, each stage's seconds (set-up is outside this script), the machine (tools/machine.py:
+CPU, threads, GEMM peak, load average at start and whether it was idle, versions, git commit).
+``tools/render_results.py`` turns it into RESULTS.md's tables.
 """
 import argparse
 import json
@@ -20,7 +29,15 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "tools"))
 CONFIG = "configs/quickstart/InstanceFCN-VGG16-synthetic.yaml"
+# --variants: other models trained and scored on the same synthetic data.
+VARIANTS = {
+    "vgg16_pyramid": CONFIG,
+    "vgg16_fpn": "configs/quickstart/InstanceFCN-VGG16-FPN-synthetic.yaml",
+    "r50_fpn_scratch": "configs/quickstart/InstanceFCN-R50-FPN-synthetic.yaml",
+}
+MASK_KEYS = ("AR@10", "AR@100", "AR@1000")
 SMOKE_OPTS = [
     "DATASETS.TRAIN", "('synthetic_tiny_train',)", "DATASETS.TEST", "('synthetic_tiny_val',)",
     "SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(3,)", "SOLVER.WARMUP_ITERS", "0",
@@ -35,16 +52,29 @@ def run(cmd):
     subprocess.run(cmd, cwd=REPO, check=True)
 
 
-def train_and_draw(output_dir, opts, num_pictures):
-    """Train + evaluate with train_net.py, then draw the first val images. Returns the AR dict."""
-    run([sys.executable, "train_net.py", "--config-file", CONFIG, "OUTPUT_DIR", output_dir, *opts])
+def _timed(cmd):
+    start = time.perf_counter()
+    run(cmd)
+    return round(time.perf_counter() - start, 1)
+
+
+def train_eval_draw(config, output_dir, opts, num_pictures):
+    """Train, evaluate (--eval-only on the final weights) and draw, each stage timed.
+
+    Returns ``{"config", "mask": {...}, "box": {...}, "infer_s_per_image", "stages_s"}``."""
+    train_net = [sys.executable, "train_net.py", "--config-file", config]
+    weights = os.path.join(output_dir, "model_final.pth")
+    stages = {"train": _timed([*train_net, "OUTPUT_DIR", output_dir, *opts, "DATASETS.TEST", "()"])}
+    stages["eval"] = _timed([*train_net, "--eval-only", "OUTPUT_DIR", output_dir, *opts,
+                             "MODEL.WEIGHTS", weights])
     with open(os.path.join(REPO, output_dir, "proposal_ar.json")) as f:
         results = json.load(f)
-    pictures = os.path.join(output_dir, "pictures")
     images = val_images(opts)[:num_pictures]
-    run([sys.executable, "tools/demo.py", "--config-file", CONFIG, "--input", *images, "--output", pictures,
-         "--top-n", "10", "--opts", "MODEL.WEIGHTS", os.path.join(output_dir, "model_final.pth"), *opts])
-    return results
+    stages["pictures"] = _timed([sys.executable, "tools/demo.py", "--config-file", config, "--input", *images,
+                                 "--output", os.path.join(output_dir, "pictures"), "--top-n", "10",
+                                 "--opts", *opts, "MODEL.WEIGHTS", weights])
+    return {"config": config, "mask": results["segm_proposals"], "box": results["box_proposals"],
+            "infer_s_per_image": results["inference"]["s_per_image"], "stages_s": stages}
 
 
 def _test_dataset(opts):
@@ -75,8 +105,20 @@ def k1_vs_k5_picture(k5_dir, k1_dir, image, out_path):
     stem = os.path.splitext(os.path.basename(image))[0]
     pics = [cv2.imread(os.path.join(d, "pictures", stem + ".png"))[:, :, ::-1] for d in (k1_dir, k5_dir)]
     grid = side_by_side(pics, ["k=1 (plain FCN)", "k=5 (InstanceFCN)"])
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
     cv2.imwrite(out_path, grid[:, :, ::-1])
+
+
+def _fmt(v):
+    return "–" if v is None else f"{v:.1f}"  # None: no ground truth in that area range
+
+
+def parse_variants(text):
+    names = [v.strip() for v in (text or "").split(",") if v.strip()]
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; choose among {', '.join(VARIANTS)}")
+    return names
 
 
 def main(argv=None):
@@ -84,38 +126,57 @@ def main(argv=None):
     ap.add_argument("--output-dir", default="output/quickstart")
     ap.add_argument("--pictures", type=int, default=8, help="val images to draw")
     ap.add_argument("--with-k1-ablation", action="store_true", help="also train k=1 and compare (2x time)")
+    ap.add_argument("--variants", default="", help=f"comma list among {', '.join(VARIANTS)}: "
+                    "also train and score these models (vgg16_pyramid reuses the main run)")
     ap.add_argument("--smoke", action="store_true", help="a few iterations on tiny images (CI)")
-    ap.add_argument("--results-dir", default="results", help="where --with-k1-ablation writes its files")
+    ap.add_argument("--results-dir", default=None,
+                    help="where quickstart.json (and k1_vs_k5.png) go; default OUTPUT_DIR")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config overrides")
     args = ap.parse_args(argv)
+    variants = parse_variants(args.variants)
     opts = (SMOKE_OPTS if args.smoke else []) + args.opts
-    start = time.time()
+    results_dir = args.results_dir or args.output_dir
 
-    k5 = train_and_draw(args.output_dir, opts, args.pictures)
-    summary = {"k5": k5["segm_proposals"], "k5_box": k5["box_proposals"],
-               "k5_wall_clock_s": round(time.time() - start, 1)}
+    from machine import describe_machine
+
+    # Before any work: the load average must describe the machine as the run found it.
+    machine = describe_machine("cpu", gemm_sizes=(256, 512) if args.smoke else None)
+    start = time.perf_counter()
+    record = {
+        "command": "python tools/quickstart.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "dataset": _test_dataset(opts),
+        "machine": machine,
+        "runs": {"k5": train_eval_draw(CONFIG, args.output_dir, opts, args.pictures)},
+    }
     if args.with_k1_ablation:
         k1_dir = args.output_dir + "_k1"
-        t1 = time.time()
-        k1 = train_and_draw(k1_dir, opts + ["MODEL.INSTANCEFCN.K", "1"], args.pictures)
-        summary["k1"] = k1["segm_proposals"]
-        summary["k1_box"] = k1["box_proposals"]
-        summary["k1_wall_clock_s"] = round(time.time() - t1, 1)
-        k1_vs_k5_picture(args.output_dir, k1_dir, val_images(opts)[0],
-                         os.path.join(args.results_dir, "k1_vs_k5.png"))
-    summary["wall_clock_s"] = round(time.time() - start, 1)
+        record["runs"]["k1"] = train_eval_draw(CONFIG, k1_dir, opts + ["MODEL.INSTANCEFCN.K", "1"], args.pictures)
+        k1_vs_k5_picture(args.output_dir, k1_dir, val_images(opts)[0], os.path.join(results_dir, "k1_vs_k5.png"))
+    if variants:
+        record["variants"] = {}
+    for name in variants:
+        run_ = record["runs"]["k5"] if VARIANTS[name] == CONFIG else train_eval_draw(
+            VARIANTS[name], os.path.join(args.output_dir + "_variants", name), opts, args.pictures)
+        record["variants"][name] = {"config": run_["config"], **{k: run_["mask"][k] for k in MASK_KEYS},
+                                    "train_s": run_["stages_s"]["train"],
+                                    "infer_s_per_image": run_["infer_s_per_image"]}
+    record["wall_clock_s"] = round(time.perf_counter() - start, 1)
 
-    print("\nClass-agnostic mask AR on", _test_dataset(opts), "(percent):")
-    for key in [k for k in summary if k in ("k5", "k1")]:
-        row = summary[key]
-        print(f"  {key}: " + "  ".join(f"{m} {v:.1f}" for m, v in row.items()))
-    print(f"Pictures: {os.path.join(args.output_dir, 'pictures')}/   wall clock {summary['wall_clock_s']} s")
-    if args.with_k1_ablation:
-        os.makedirs(args.results_dir, exist_ok=True)
-        with open(os.path.join(args.results_dir, "quickstart.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        print(f"Wrote {args.results_dir}/quickstart.json and {args.results_dir}/k1_vs_k5.png")
-    return summary
+    print("\nClass-agnostic mask AR on", record["dataset"], "(percent; – = no ground truth in that range):")
+    for key, r in record["runs"].items():
+        print(f"  {key}: " + "  ".join(f"{m} {_fmt(v)}" for m, v in r["mask"].items()))
+    for key, r in record.get("variants", {}).items():
+        print(f"  {key}: " + "  ".join(f"{m} {_fmt(r[m])}" for m in MASK_KEYS))
+    if not machine["idle"]:
+        print(f"WARNING: load average {machine['load_average_at_start']} at the start: not an idle machine")
+    os.makedirs(results_dir, exist_ok=True)
+    path = os.path.join(results_dir, "quickstart.json")
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+    print(f"Pictures: {os.path.join(args.output_dir, 'pictures')}/   wall clock {record['wall_clock_s']} s")
+    print(f"Wrote {path}")
+    return record
 
 
 if __name__ == "__main__":

@@ -12,9 +12,12 @@ from .segment_proposals import (
     proposal_recall,
     run_proposal_cocoeval,
 )
+from .timing import TimedModel, drop_undefined
 
 __all__ = [
     "SegmentProposalEvaluator",
+    "TimedModel",
+    "drop_undefined",
     "format_ar_table",
     "instances_to_coco_results",
     "instances_to_proposal_record",

@@ -62,7 +62,9 @@ class SegmentProposalEvaluator(DatasetEvaluator):
         {"segm_proposals": {"AR@10", "AR@100", "AR@1000", "ARs@1000", "ARm@1000", "ARl@1000"},
          "box_proposals": {...same keys...}}
 
-    A metric is NaN when the evaluated images hold no (non-crowd) ground truth in that range.
+    A metric is None (``null`` in JSON, "–" in the table) when the evaluated images hold no
+    (non-crowd) ground truth in that area range: recall is undefined there, not zero, and a
+    NaN would print as ``nan`` and be written as the invalid JSON token ``NaN``.
     With ``output_dir``, also writes ``segment_proposals_coco.json`` (COCO results, RLE masks)
     and ``box_proposals.pkl`` (Detectron2 precomputed proposals, for ``MODEL.LOAD_PROPOSALS``).
     """
@@ -162,6 +164,11 @@ class SegmentProposalEvaluator(DatasetEvaluator):
             f"Class-agnostic proposal AR (%) on '{self._dataset_name}', "
             f"{len(img_ids)} images, {len(coco_results)} proposals:\n" + format_ar_table(results)
         )
+        if any(v is None for task in results.values() for v in task.values()):
+            logger.info(
+                "[SegmentProposalEvaluator] '–' / null: the evaluated images have no non-crowd "
+                "ground truth in that area range, so recall there is undefined (not zero)."
+            )
         return results
 
     def _write_outputs(self, predictions, coco_results):
@@ -327,7 +334,8 @@ def proposal_recall(cocoeval, max_dets):
 
     ``eval["recall"]`` has shape (T IoU thresholds, K categories (1 with useCats=0), A area
     ranges, M maxDets) and holds -1 where a cell has no ground truth; AR is the mean over the
-    valid cells (as ``COCOeval.summarize`` does), NaN when there is none. Reading it directly
+    valid cells (as ``COCOeval.summarize`` does), None when there is none (no ground truth in
+    that range: recall is undefined, and None is ``null`` in JSON). Reading it directly
     works for any maxDets, unlike ``stats``, whose rows assume exactly three maxDets.
     """
     p = cocoeval.params
@@ -336,7 +344,7 @@ def proposal_recall(cocoeval, max_dets):
     def ar(area_label, max_det):
         r = recall[:, :, p.areaRngLbl.index(area_label), list(p.maxDets).index(max_det)]
         r = r[r > -1]
-        return float(np.mean(r) * 100) if r.size else float("nan")
+        return float(np.mean(r) * 100) if r.size else None
 
     out = OrderedDict((f"AR@{m}", ar("all", m)) for m in max_dets)
     top = max(max_dets)
@@ -346,10 +354,16 @@ def proposal_recall(cocoeval, max_dets):
 
 
 def format_ar_table(results):
-    """``{"segm_proposals": {metric: value}, ...}`` -> a text table, one row per task."""
+    """``{"segm_proposals": {metric: value}, ...}`` -> a text table, one row per task.
+
+    A None value (an area range without ground truth, where recall is undefined) prints as "–".
+    """
     if not results:
         return "(no results)"
     metrics = list(next(iter(results.values())).keys())
-    rows = [[task] + [results[task].get(m, float("nan")) for m in metrics] for task in results]
-    return tabulate(rows, headers=["proposals"] + metrics, tablefmt="pipe", floatfmt=".3f",
-                    numalign="left")
+
+    def cell(v):
+        return "–" if v is None else f"{v:.3f}"
+
+    rows = [[task] + [cell(results[task].get(m)) for m in metrics] for task in results]
+    return tabulate(rows, headers=["proposals"] + metrics, tablefmt="pipe", disable_numparse=True)
