@@ -132,11 +132,19 @@ def _check_weights(cfg):
             "`bash tools/setup.sh` (it writes weights/vgg16_caffe_imagenet.pth), or point "
             "MODEL.WEIGHTS at a trained model_final.pth."
         )
-    if cfg.MODEL.BACKBONE.NAME == "build_vgg16_backbone":
+    if cfg.MODEL.BACKBONE.NAME in ("build_vgg16_backbone", "build_vgg16_fpn_backbone"):
         from .weights import check_vgg16_checkpoint
 
+        # An ImageNet start names the layers backbone.conv*; a trained VGG-16-FPN model has
+        # them under backbone.bottom_up. (the FPN's load hook accepts both).
+        fpn = cfg.MODEL.BACKBONE.NAME == "build_vgg16_fpn_backbone"
         try:
-            check_vgg16_checkpoint(weights)
+            try:
+                check_vgg16_checkpoint(weights)
+            except ValueError:
+                if not fpn:
+                    raise
+                check_vgg16_checkpoint(weights, prefix="backbone.bottom_up.")
         except ValueError as e:
             raise ValueError(
                 f"MODEL.WEIGHTS={weights!r} cannot initialise the VGG-16 backbone: {str(e).rstrip('.')}. Use the "

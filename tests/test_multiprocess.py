@@ -17,10 +17,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(REPO, "configs", "quickstart", "InstanceFCN-VGG16-synthetic.yaml")
+QUICKSTART_FPN = os.path.join(REPO, "configs", "quickstart", "InstanceFCN-VGG16-FPN-synthetic.yaml")
 
 DRIVER = textwrap.dedent('''
     import json, os, sys
@@ -70,14 +72,15 @@ DRIVER = textwrap.dedent('''
 ''')
 
 
-def test_two_gloo_processes_train_in_lockstep_and_evaluate_like_one(tmp_path):
+@pytest.mark.parametrize("config", [QUICKSTART, QUICKSTART_FPN], ids=["vgg16_pyramid", "vgg16_fpn"])
+def test_two_gloo_processes_train_in_lockstep_and_evaluate_like_one(tmp_path, config):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     out = tmp_path / "out"
     out.mkdir()
     opts = [
         "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "MODEL.INSTANCEFCN.WINDOW_SIZE", "11",
-        "MODEL.INSTANCEFCN.TEST_SCALES", "[64, 96]", "MODEL.INSTANCEFCN.TEST_MAX_SIZE", "160",
+        "MODEL.INSTANCEFCN.TEST_SCALES", "[64, 96]" if config == QUICKSTART else "[96]", "MODEL.INSTANCEFCN.TEST_MAX_SIZE", "160",
         "MODEL.INSTANCEFCN.TOPK_PER_SCALE", "100", "TEST.DETECTIONS_PER_IMAGE", "100",
         "DATASETS.TRAIN", "('synthetic_tiny_train',)", "DATASETS.TEST", "('synthetic_tiny_val',)",
         "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96",
@@ -88,7 +91,7 @@ def test_two_gloo_processes_train_in_lockstep_and_evaluate_like_one(tmp_path):
     ]
     env = dict(os.environ, INSTANCEFCN_SYNTHETIC_ROOT=str(tmp_path / "synthetic"))
     run = subprocess.run(
-        [sys.executable, str(driver), REPO, str(out), "--config-file", QUICKSTART,
+        [sys.executable, str(driver), REPO, str(out), "--config-file", config,
          "--num-gpus", "2", "--dist-url", "auto", *opts],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
     )
