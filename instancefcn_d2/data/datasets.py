@@ -34,7 +34,7 @@ SYNTHETIC_PRESETS = {
     ),
     # Small objects (10-40 px) on quick-start-like images: with the quick start's scales the
     # windows (canonical 96 px) can learn only the largest quarter of them; tools/plan_scales.py
-    # plans the scales and crop that cover the rest (RESULTS.md, "Small objects"). Images a bit
+    # plans the scales and crop that cover the rest (tools/small_objects_experiment.py). Images a bit
     # smaller than the quick start's keep the planned (x2-x10) test pyramid affordable on a CPU
     # (>= 100 px: the generator's crowd clumps need that much room).
     "synthetic_small": (
