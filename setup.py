@@ -20,6 +20,7 @@ setup(
         "Pillow",
         "tensorboard",
         "psutil",
+        "shapely",  # detectron2 crops polygon masks with it (INPUT.CROP, e.g. planned by tools/plan_scales.py)
     ],
     extras_require={"test": ["pytest"]},
 )

@@ -145,7 +145,7 @@ def setup(args):
     register_project_datasets(cfg)
     if comm.is_main_process():
         comm.synchronize()
-    check_config(cfg, training=not args.eval_only, resume=args.resume)
+    check_config(cfg, training=not args.eval_only, resume=args.resume, config_file=args.config_file)
     return cfg
 
 

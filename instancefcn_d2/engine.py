@@ -62,13 +62,16 @@ def merge_config(cfg, config_file: str = "", opts=()):
     return cfg
 
 
-def check_config(cfg, training: bool = True, resume: bool = False, check_files: bool = True):
+def check_config(cfg, training: bool = True, resume: bool = False, check_files: bool = True,
+                 config_file: str = ""):
     """Raise before any work starts when the datasets or the weights file cannot be used.
 
     With ``check_files`` every dataset of the run (DATASETS.TRAIN when ``training``, and
     DATASETS.TEST, which periodic evaluation reads mid-run) is loaded once and each image
     file is stat-ed: a missing JSON file, or image files that are missing or empty (0 bytes),
-    fail here, with their count and first names, instead of hours into training.
+    fail here, with their count and first names, instead of hours into training. In training,
+    the scale coverage of DATASETS.TRAIN is logged from the same dicts, with a warning (naming
+    ``config_file`` in the fix) when the windows cannot learn most objects (:mod:`.scale_coverage`).
     """
     datasets = [("DATASETS.TRAIN", n) for n in (cfg.DATASETS.TRAIN if training else ())]
     datasets += [("DATASETS.TEST", n) for n in cfg.DATASETS.TEST]
@@ -91,6 +94,14 @@ def check_config(cfg, training: bool = True, resume: bool = False, check_files: 
             f"MODEL.PIXEL_MEAN={mean} / MODEL.PIXEL_STD={std} must have 3 values (BGR) each and "
             "a positive std (a zero std divides the input by zero: NaN losses)."
         )
+    if training and cfg.INPUT.CROP.ENABLED:
+        try:
+            import shapely  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "INPUT.CROP.ENABLED needs the 'shapely' package (detectron2 crops polygon masks "
+                "with it; without it every training image would be skipped): pip install shapely"
+            ) from None
     last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
     # On resume the checkpointer reads OUTPUT_DIR/last_checkpoint and ignores MODEL.WEIGHTS.
     if resume and os.path.isfile(last):
@@ -98,8 +109,19 @@ def check_config(cfg, training: bool = True, resume: bool = False, check_files: 
     else:
         _check_weights(cfg)
     if check_files:
-        for split, name in datasets:
-            check_dataset_files(name, split)
+        train = [(name, _checked_dataset_dicts(name, split)) for split, name in datasets]
+        train = [(name, dicts) for (split, _), (name, dicts) in zip(datasets, train) if split == "DATASETS.TRAIN"]
+        if train:
+            _log_scale_coverage(cfg, train, config_file)
+
+
+def _log_scale_coverage(cfg, named_dicts, config_file):
+    from .scale_coverage import ObjectSizes, check_scale_coverage, scale_setup_from_config
+
+    names = [name for name, _ in named_dicts]
+    objs = ObjectSizes.from_dataset_dicts(d for _, dicts in named_dicts for d in dicts)
+    check_scale_coverage(objs, scale_setup_from_config(cfg), what=f"DATASETS.TRAIN {names}",
+                         config_file=config_file, dataset=names[0])
 
 
 def _project_names():
@@ -156,7 +178,14 @@ def _check_weights(cfg):
 def check_dataset_files(name: str, split: str = "dataset", max_names: int = 5):
     """Load a registered dataset and raise unless its JSON and every image file are usable.
 
-    Returns the number of images. Only ``os.stat`` per image (no decoding): cheap even for
+    Returns the number of images."""
+    return len(_checked_dataset_dicts(name, split, max_names))
+
+
+def _checked_dataset_dicts(name: str, split: str, max_names: int = 5):
+    """:func:`check_dataset_files`, returning the dataset dicts.
+
+    Only ``os.stat`` per image (no decoding): cheap even for
     ~100k local files. Corrupt-but-nonempty images are left to the mapper (skipped with a
     warning in training, a clear error at test time).
     """
@@ -202,7 +231,7 @@ def check_dataset_files(name: str, split: str = "dataset", max_names: int = 5):
             + "or remove those images from the annotations."
         )
     logger.info(f"{split}: dataset {name!r}: {len(dicts)} images, all files present.")
-    return len(dicts)
+    return dicts
 
 
 def explain_nonfinite_loss(cfg, error: Exception, last_checkpoint: str = "") -> FloatingPointError:

@@ -120,6 +120,9 @@ class InstanceFCNDatasetMapper(DatasetMapper):
         annos = [
             utils.transform_instance_annotations(a, transforms, image_shape) for a in objects
         ]
+        # A crop (INPUT.CROP) leaves objects outside it with no polygon at all, whose box would
+        # be infinite: they are simply not in this input.
+        annos = [a for a in annos if not (isinstance(a.get("segmentation"), list) and not a["segmentation"])]
         instances = utils.annotations_to_instances(annos, image_shape, mask_format=mask_format)
         if annos and instances.has("gt_masks"):
             # Boxes from the (transformed) masks, clipped to the image: the window rule reads
