@@ -111,3 +111,14 @@ def test_repo_benchmarks_md_is_rendered_from_the_json():
                     "`python -m tools.benchmark --write-repo-results` on an idle machine")
     with open(os.path.join(REPO, "BENCHMARKS.md")) as f:
         assert f.read() == report.render(data, "results/benchmark.json")
+
+
+@pytest.mark.parametrize("entry", [["-m", "tools.benchmark"], [os.path.join(REPO, "tools", "benchmark")]])
+def test_both_entry_points_parse(entry, tmp_path):
+    # `python -m tools.benchmark` from the repository, `python tools/benchmark` from anywhere.
+    import subprocess
+
+    cwd = REPO if entry[0] == "-m" else str(tmp_path)
+    proc = subprocess.run([sys.executable, *entry, "--help"], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "--output-dir" in proc.stdout and "--write-repo-results" in proc.stdout
