@@ -1,5 +1,5 @@
 """Where a figure was measured: CPU, threads, a torch.mm GEMM peak, the load average at start,
-torch/detectron2 versions and the git commit. Shared by tools/quickstart.py and tools/benchmark.py.
+torch/detectron2 versions and the git commit. Shared by tools/quickstart.py and tools/benchmark/.
 
 A run is called ``"idle": true`` only when the 1-minute load average at its start, per logical
 core, is at most ``IDLE_LOAD_PER_CORE``; otherwise the description says ``false`` and a warning
