@@ -37,8 +37,8 @@ def write_coco(json_path, image_dir, ids, categories=({"id": 1, "name": "thing"}
     os.makedirs(os.path.dirname(json_path), exist_ok=True)
     os.makedirs(image_dir, exist_ok=True)
     images = [{"id": i, "file_name": f"{i:06d}.jpg", "height": 16, "width": 20} for i in ids]
-    anns = [{"id": k + 1, "image_id": i, "category_id": categories[0]["id"], "bbox": [2, 2, 8, 8], "area": 64, "iscrowd": 0,
-             "segmentation": [[2, 2, 10, 2, 10, 10, 2, 10]]} for k, i in enumerate(ids)]
+    anns = [{"id": k + 1, "image_id": i, "category_id": categories[0]["id"], "bbox": [2, 2, 8, 8], "area": 64,
+             "iscrowd": 0, "segmentation": [[2, 2, 10, 2, 10, 10, 2, 10]]} for k, i in enumerate(ids)]
     with open(json_path, "w") as f:
         json.dump({"images": images, "annotations": anns, "categories": list(categories)}, f)
     for i in ids:

@@ -62,7 +62,8 @@ def test_torchvision_weights_config_end_to_end(tmp_path, project_cfg):
     # activations torchvision's VGG-16 gives on the RGB picture with torchvision's normalisation.
     bgr = picture()
     rgb01 = torch.from_numpy(bgr[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255
-    tv_in = (rgb01 - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])  # torchvision's
+    tv_in = (rgb01 - mean[:, None, None]) / std[:, None, None]
     image = torch.from_numpy(bgr).permute(2, 0, 1)
     with torch.no_grad():
         ref = tv[:TV_CONV4_3_RELU](tv_in[None])

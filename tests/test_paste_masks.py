@@ -32,7 +32,8 @@ def scene(n=40, seed=0):
 def reference(masks, boxes, threshold):
     # detectron2 cannot take a box whose +-1 px region lies wholly outside the image (empty
     # arange): such a mask is empty by definition.
-    outside = (boxes[:, 0].floor() - 1 >= W) | (boxes[:, 1].floor() - 1 >= H) | (boxes[:, 2] <= -1) | (boxes[:, 3] <= -1)
+    outside = (boxes[:, 0].floor() - 1 >= W) | (boxes[:, 1].floor() - 1 >= H)
+    outside |= (boxes[:, 2] <= -1) | (boxes[:, 3] <= -1)
     out = torch.zeros(len(masks), H, W, dtype=torch.bool)
     inside = (~outside).nonzero().squeeze(1)
     out[inside] = paste_masks_in_image(masks[inside], Boxes(boxes[inside]), (H, W), threshold=threshold)

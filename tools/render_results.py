@@ -103,7 +103,8 @@ def quickstart_blocks(record):
 def _metric_rows(obj, path=()):
     """Every dictionary of numbers (None allowed) in ``obj``, as ``(path, dict)``, in file order."""
     if isinstance(obj, dict):
-        leaves = {k: v for k, v in obj.items() if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+        leaves = {k: v for k, v in obj.items()
+                  if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
         if leaves and len(leaves) == len(obj):
             yield path, obj
             return
