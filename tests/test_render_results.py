@@ -73,6 +73,9 @@ def test_generic_results_file_one_row_per_metrics_dict():
            "eval": {"seen": {"AR@100": 40.04, "AR@1000": None}, "unseen": {"AR@100": 12.96, "ARs@1000": 3.0}}}
     lines = R.generic_block(rec).splitlines()
     assert lines[0].startswith("Machine: Test CPU 9000") and lines[2] == "`python tools/x.py`"
+    listed = R.generic_block({"rows": [{"name": "default", "AR@100": 1.25}, {"AR@100": 2.0}]}).splitlines()
+    assert listed[0] == "Machine: not recorded in this file."
+    assert listed[-2:] == ["| rows / default | 1.2 |", "| rows / 1 | 2.0 |"]
     assert lines[4:] == ["|  | iterations | AR@100 | AR@1000 | ARs@1000 |", "| --- | --- | --- | --- | --- |",
                          "| budget | 400 | – | – | – |",
                          "| eval / seen | – | 40.0 | – | – |",

@@ -111,6 +111,11 @@ def _metric_rows(obj, path=()):
         for k, v in obj.items():
             if k != "machine":
                 yield from _metric_rows(v, path + (str(k),))
+    elif isinstance(obj, list):  # rows listed in order: named by their "name" entry if any
+        for i, v in enumerate(obj):
+            name = v.get("name") if isinstance(v, dict) else None
+            yield from _metric_rows({k: x for k, x in v.items() if k != "name"} if name else v,
+                                    path + (str(name if name is not None else i),))
 
 
 def generic_block(record):
