@@ -94,7 +94,8 @@ def proposals_from_windows(windows: Instances, *, mask_threshold: float = 0.5, n
 
 
 def paste_masks_binary(masks: torch.Tensor, boxes: torch.Tensor, image_size: Tuple[int, int],
-                       threshold: float = 0.5) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       threshold: float = 0.5, chunk_bytes: int = PASTE_CHUNK_BYTES
+                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Paste ``(N, m, m)`` mask probabilities into their ``(N, 4)`` XYXY boxes and binarise.
 
     Same result as detectron2's ``paste_masks_in_image(masks, boxes, image_size, threshold)``
@@ -102,7 +103,7 @@ def paste_masks_binary(masks: torch.Tensor, boxes: torch.Tensor, image_size: Tup
     confined to its box +- 1 px, ``>= threshold``) up to float rounding, but bilinear
     resampling is separable, so each mask is ``Ry @ mask @ Rx^T`` with two thin interpolation
     matrices: masks are pasted in batched matmuls over each box's own region (chunks of masks
-    of similar size, at most :data:`PASTE_CHUNK_BYTES` of float32 canvas each) instead of one
+    of similar size, at most ``chunk_bytes`` of float32 canvas each) instead of one
     ``grid_sample`` per mask (CPU) or over the whole image (GPU). The tight boxes of the binary
     masks come out of the same canvases, so nothing reads the ``(N, H, W)`` result again.
 
@@ -151,7 +152,7 @@ def paste_masks_binary(masks: torch.Tensor, boxes: torch.Tensor, image_size: Tup
         while j < n:
             k = order_l[j]
             nh, nw = max(ch, size_l[k][1]), max(cw, size_l[k][0])
-            if j > i and (j - i + 1) * nh * nw * 4 > PASTE_CHUNK_BYTES:
+            if j > i and (j - i + 1) * nh * nw * 4 > chunk_bytes:
                 break
             ch, cw, j = nh, nw, j + 1
         idx = order[i:j]

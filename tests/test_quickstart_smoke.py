@@ -103,6 +103,16 @@ def test_results_file_is_the_whole_record_of_the_run(quickstart):
     assert m["torch_version"] and m["detectron2_version"]
     assert m["git_commit"] is None or len(m["git_commit"].split("-")[0]) == 40
 
+    # RESULTS.md's tables render from this record (tools/render_results.py reads this format).
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import render_results
+
+    blocks = render_results.quickstart_blocks(record)
+    one = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
+    assert f"| masks (k = 5) | {' | '.join(one(k5['mask'][k]) for k in METRICS)} |" in blocks["quickstart"]
+    assert f"| k = 1 (plain FCN) | {one(record['runs']['k1']['mask']['AR@10'])} |" in blocks["quickstart_k1"]
+    assert "`vgg16_pyramid`" in blocks["quickstart_variants"]
+
     picture = cv2.imread(str(tmp / "results" / "k1_vs_k5.png"))
     assert picture is not None and picture.shape[1] > 2 * 96
 

@@ -176,6 +176,7 @@ def main(argv=None):
         f.write("\n")
     print(f"Pictures: {os.path.join(args.output_dir, 'pictures')}/   wall clock {record['wall_clock_s']} s")
     print(f"Wrote {path}")
+    print("python tools/render_results.py copies its figures into RESULTS.md's tables.")
     return record
 
 

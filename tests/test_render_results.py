@@ -1,0 +1,103 @@
+"""RESULTS.md's figures are the results files': its marked blocks equal what
+tools/render_results.py renders from the committed results/*.json; rendering itself checked
+on hand-made records with hand-formatted expectations."""
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+import render_results as R  # noqa: E402
+
+MACHINE = {"cpu_model": "Test CPU 9000", "logical_cores": 2, "torch_num_threads": 2,
+           "load_average_at_start": [1.5, 0.7, 0.3], "load_per_core": 0.75, "idle": False,
+           "torch_version": "2.14.1", "detectron2_version": "0.6", "python_version": "3.11.7",
+           "git_commit": "a" * 40, "device": "cpu", "gpu_name": None, "gemm_peak_gflops_per_s": 101.26}
+AR = {"AR@10": 45.8974358974359, "AR@100": 50.44871794871795, "AR@1000": 51.34615384615384,
+      "ARs@1000": 26.129032258064516, "ARm@1000": None, "ARl@1000": 70.0}
+
+
+def record(k1=True, variants=True):
+    run = {"config": "configs/quickstart/InstanceFCN-VGG16-synthetic.yaml", "mask": AR,
+           "box": {**AR, "AR@10": 43.07}, "infer_s_per_image": 1.234, "stages_s": {"train": 503.04, "eval": 85.0,
+                                                                                  "pictures": 25.5}}
+    rec = {"command": "python tools/quickstart.py --with-k1-ablation", "dataset": "synthetic_val",
+           "machine": MACHINE, "runs": {"k5": run}, "wall_clock_s": 620.4}
+    if k1:
+        rec["runs"]["k1"] = {**run, "mask": {**AR, "AR@10": 0.0, "AR@100": 0.12820512820512}}
+    if variants:
+        rec["variants"] = {"vgg16_pyramid": {"config": run["config"], "AR@10": AR["AR@10"], "AR@100": AR["AR@100"],
+                                             "AR@1000": AR["AR@1000"], "train_s": 503.04, "infer_s_per_image": 1.234}}
+    return rec
+
+
+def test_results_md_is_what_the_committed_results_render():
+    with open(os.path.join(REPO, "RESULTS.md")) as f:
+        text = f.read()
+    blocks = R.render_blocks(os.path.join(REPO, "results"))
+    assert "quickstart" in blocks  # results/quickstart.json is committed
+    assert R.fill(text, blocks) == text, "RESULTS.md is stale: run python tools/render_results.py"
+
+
+def test_quickstart_tables_hand_formatted():
+    blocks = R.quickstart_blocks(record())
+    main = blocks["quickstart"].splitlines()
+    assert main[0] == ("Machine: Test CPU 9000, 2 logical cores, 2 torch threads; GEMM peak 101.3 GFLOP/s; "
+                       "load average at start 1.50 / 0.70 / 0.30 (NOT idle: other work shared the cores, timings "
+                       "are not idle-machine figures); torch 2.14.1, detectron2 0.6; commit " + "a" * 40 + ".")
+    assert "| masks (k = 5) | 45.9 | 50.4 | 51.3 | 26.1 | – | 70.0 |" in main
+    assert "| boxes (k = 5) | 43.1 | 50.4 | 51.3 | 26.1 | – | 70.0 |" in main
+    assert main[-1] == ("Seconds: training 503.0, evaluation 85.0 (1.23 per image), pictures 25.5; "
+                        "the whole command 620.4 (set-up not included).")
+    assert "| k = 1 (plain FCN) | 0.0 | 0.1 | 51.3 | 26.1 | – | 70.0 |" in blocks["quickstart_k1"].splitlines()
+    assert ("| `vgg16_pyramid` | `configs/quickstart/InstanceFCN-VGG16-synthetic.yaml` | 45.9 | 50.4 | 51.3 | 503.0 "
+            "| 1.23 |") in blocks["quickstart_variants"].splitlines()
+    idle = R.quickstart_blocks({**record(), "machine": {**MACHINE, "idle": True}})["quickstart"]
+    assert "(idle)" in idle and "NOT idle" not in idle
+
+
+def test_runs_without_ablation_or_variants_and_old_files_render_no_figures():
+    blocks = R.quickstart_blocks(record(k1=False, variants=False))
+    assert "--with-k1-ablation" in blocks["quickstart_k1"] and "|" not in blocks["quickstart_k1"]
+    assert "--variants" in blocks["quickstart_variants"] and "|" not in blocks["quickstart_variants"]
+    old = {"k5": AR, "wall_clock_s": 701.0}  # the hand-assembled format before tools/quickstart.py wrote it
+    assert R.quickstart_blocks(old) == {n: R.PENDING for n in R.QUICKSTART_BLOCKS}
+
+
+def test_generic_results_file_one_row_per_metrics_dict():
+    rec = {"command": "python tools/x.py", "machine": MACHINE,
+           "budget": {"iterations": 400},
+           "eval": {"seen": {"AR@100": 40.04, "AR@1000": None}, "unseen": {"AR@100": 12.96, "ARs@1000": 3.0}}}
+    lines = R.generic_block(rec).splitlines()
+    assert lines[0].startswith("Machine: Test CPU 9000") and lines[2] == "`python tools/x.py`"
+    listed = R.generic_block({"rows": [{"name": "default", "AR@100": 1.25}, {"AR@100": 2.0}]}).splitlines()
+    assert listed[0] == "Machine: not recorded in this file."
+    assert listed[-2:] == ["| rows / default | 1.2 |", "| rows / 1 | 2.0 |"]
+    assert lines[4:] == ["|  | iterations | AR@100 | AR@1000 | ARs@1000 |", "| --- | --- | --- | --- | --- |",
+                         "| budget | 400 | – | – | – |",
+                         "| eval / seen | – | 40.0 | – | – |",
+                         "| eval / unseen | – | 13.0 | – | 3.0 |"]
+
+
+def test_check_rewrite_and_missing_blocks(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "quickstart.json").write_text(json.dumps(record()))
+    md = tmp_path / "RESULTS.md"
+    shutil.copy(os.path.join(REPO, "RESULTS.md"), md)
+    args = ["--markdown", str(md), "--results-dir", str(results)]
+    assert R.main(args + ["--check"]) == 1  # committed RESULTS.md vs another record: stale
+    assert R.main(args) == 0 and R.main(args + ["--check"]) == 0
+    text = md.read_text()
+    assert "| masks (k = 5) | 45.9 | 50.4 |" in text and "## Ablation on k" in text  # prose kept
+
+    (results / "small_objects.json").write_text(json.dumps({"machine": MACHINE, "ar": {"AR@100": 1.0}}))
+    with pytest.raises(SystemExit, match="results without a block.*BEGIN small_objects"):
+        R.main(args + ["--check"])
+    md.write_text(text + "\n<!-- BEGIN open_world_synthetic -->\n<!-- END open_world_synthetic -->\n"
+                  "<!-- BEGIN small_objects -->\n<!-- END small_objects -->\n")
+    with pytest.raises(SystemExit, match="open_world_synthetic.*no results file"):
+        R.main(args)
