@@ -91,6 +91,7 @@ def check_config(cfg, training: bool = True, resume: bool = False, check_files: 
             f"MODEL.PIXEL_MEAN={mean} / MODEL.PIXEL_STD={std} must have 3 values (BGR) each and "
             "a positive std (a zero std divides the input by zero: NaN losses)."
         )
+    _check_category_subsets(cfg, training)
     last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
     # On resume the checkpointer reads OUTPUT_DIR/last_checkpoint and ignores MODEL.WEIGHTS.
     if resume and os.path.isfile(last):
@@ -100,6 +101,27 @@ def check_config(cfg, training: bool = True, resume: bool = False, check_files: 
     if check_files:
         for split, name in datasets:
             check_dataset_files(name, split)
+
+
+def _check_category_subsets(cfg, training):
+    """Open-world keys: known values, and category ids that exist in the datasets (so that a
+    typo fails now, not when the evaluator is built after training)."""
+    from .data.categories import UNSEEN_AS, contiguous_category_ids
+    from .evaluation.open_world import BUDGET_RULES
+
+    if cfg.DATASETS.TRAIN_UNSEEN_AS not in UNSEEN_AS:
+        raise ValueError(f"DATASETS.TRAIN_UNSEEN_AS must be one of {UNSEEN_AS}, got {cfg.DATASETS.TRAIN_UNSEEN_AS!r}")
+    if cfg.TEST.PROPOSAL_BUDGET_RULE not in BUDGET_RULES:
+        raise ValueError(f"TEST.PROPOSAL_BUDGET_RULE must be one of {BUDGET_RULES}, got {cfg.TEST.PROPOSAL_BUDGET_RULE!r}")
+    keys = [("DATASETS.TEST", "TEST.PROPOSAL_EVAL_CATEGORY_IDS", cfg.TEST.PROPOSAL_EVAL_CATEGORY_IDS)]
+    if training:
+        keys.append(("DATASETS.TRAIN", "DATASETS.TRAIN_CATEGORY_IDS", cfg.DATASETS.TRAIN_CATEGORY_IDS))
+    for split, key, ids in keys:
+        for name in cfg.DATASETS[split.split(".")[1]]:
+            try:
+                contiguous_category_ids([name], ids)
+            except ValueError as e:
+                raise ValueError(f"{key}: {e}") from e
 
 
 def _project_names():
