@@ -47,6 +47,7 @@ __all__ = [
     "load_coco_gt",
     "proposal_recall",
     "run_proposal_cocoeval",
+    "score_proposals",
 ]
 
 logger = logging.getLogger(__name__)
@@ -167,21 +168,14 @@ class SegmentProposalEvaluator(DatasetEvaluator):
                 f"'{self._dataset_name}'"
             )
 
-        results = OrderedDict()
-        for key, iou_type in _TASKS:
-            if iou_type == "segm" and not _all_have_segmentation(self._coco_gt, img_ids):
-                logger.warning(
-                    f"[SegmentProposalEvaluator] '{self._dataset_name}' has annotations without "
-                    "masks; skipping mask AR."
-                )
-                continue
-            scored = coco_results
-            if self._eval_category_ids is not None and self._budget_rule == "exclude_seen":
-                scored = drop_proposals_on_ignored(self._coco_gt, coco_results, self._eval_category_ids, iou_type)
-            cocoeval = run_proposal_cocoeval(
-                self._coco_gt, scored, iou_type, img_ids, self._max_dets, self._eval_category_ids
+        if not _all_have_segmentation(self._coco_gt, img_ids):
+            logger.warning(
+                f"[SegmentProposalEvaluator] '{self._dataset_name}' has annotations without "
+                "masks; skipping mask AR."
             )
-            results[key] = proposal_recall(cocoeval, self._max_dets)
+        results = score_proposals(
+            self._coco_gt, coco_results, img_ids, self._max_dets, self._eval_category_ids, self._budget_rule
+        )
         logger.info(
             f"Class-agnostic proposal AR (%) on '{self._dataset_name}', "
             f"{len(img_ids)} images, {len(coco_results)} proposals{self._describe_categories()}:\n"
@@ -360,6 +354,26 @@ def run_proposal_cocoeval(coco_gt, coco_results, iou_type, img_ids, max_dets, ev
         cocoeval.evaluate()
         cocoeval.accumulate()
     return cocoeval
+
+
+def score_proposals(coco_gt, coco_results, img_ids, max_dets, eval_category_ids=None, budget_rule="oln"):
+    """``{"segm_proposals": AR dict, "box_proposals": AR dict}`` (percent) of COCO results.
+
+    Mask AR is skipped when some ground truth of ``img_ids`` has no mask. ``eval_category_ids``
+    and ``budget_rule`` are as for :class:`SegmentProposalEvaluator`.
+    """
+    if budget_rule not in BUDGET_RULES:
+        raise ValueError(f"budget_rule must be one of {BUDGET_RULES}, got {budget_rule!r}")
+    results = OrderedDict()
+    for key, iou_type in _TASKS:
+        if iou_type == "segm" and not _all_have_segmentation(coco_gt, img_ids):
+            continue
+        scored = coco_results
+        if eval_category_ids and budget_rule == "exclude_seen":
+            scored = drop_proposals_on_ignored(coco_gt, coco_results, eval_category_ids, iou_type)
+        cocoeval = run_proposal_cocoeval(coco_gt, scored, iou_type, img_ids, max_dets, eval_category_ids)
+        results[key] = proposal_recall(cocoeval, max_dets)
+    return results
 
 
 def proposal_recall(cocoeval, max_dets):
