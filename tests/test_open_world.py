@@ -28,6 +28,7 @@ from detectron2.structures import BoxMode, Boxes, Instances
 
 from instancefcn_d2 import add_instancefcn_config
 from instancefcn_d2.data import InstanceFCNDatasetMapper
+from instancefcn_d2.engine import check_config
 from instancefcn_d2.evaluation import SegmentProposalEvaluator
 from instancefcn_d2.targets import WindowLabeler, window_boxes
 
@@ -278,7 +279,8 @@ def test_training_subset_drops_or_ignores_other_categories(tmp_path):
 
 def test_config_ids_are_dataset_ids(tmp_path):
     """DATASETS.TRAIN_CATEGORY_IDS names categories as the JSON does (4, 7, 9 here); the mapper
-    receives the contiguous ids detectron2's loader gives them; unknown ids fail clearly."""
+    receives the contiguous ids detectron2's loader gives them; unknown ids and values fail
+    clearly, and before training."""
     json_file = _write_gt(str(tmp_path / "gt.json"))
     name = f"ifcn_test_open_world_{next(_names)}"
     register_coco_instances(name, {}, json_file, str(tmp_path))
@@ -298,6 +300,19 @@ def test_config_ids_are_dataset_ids(tmp_path):
         cfg.DATASETS.TRAIN_UNSEEN_AS = "ignored"
         with pytest.raises(ValueError, match="TRAIN_UNSEEN_AS"):
             InstanceFCNDatasetMapper(cfg, True)
+
+        # train_net checks the keys before training (the evaluator is built only after it).
+        cfg.DATASETS.TRAIN_UNSEEN_AS = "background"
+        cfg.DATASETS.TEST = (name,)
+        cfg.MODEL.WEIGHTS = ""
+        check_config(cfg, check_files=False)
+        cfg.TEST.PROPOSAL_EVAL_CATEGORY_IDS = [7, 10]
+        with pytest.raises(ValueError, match=r"TEST.PROPOSAL_EVAL_CATEGORY_IDS: Category ids \[10\]"):
+            check_config(cfg, check_files=False)
+        cfg.TEST.PROPOSAL_EVAL_CATEGORY_IDS = [7]
+        cfg.TEST.PROPOSAL_BUDGET_RULE = "exclude"
+        with pytest.raises(ValueError, match="PROPOSAL_BUDGET_RULE"):
+            check_config(cfg, check_files=False)
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
@@ -305,7 +320,7 @@ def test_config_ids_are_dataset_ids(tmp_path):
 
 @pytest.mark.parametrize("config", sorted(os.listdir(os.path.join(os.path.dirname(__file__), "..", "configs", "open_world"))))
 def test_open_world_configs_load(config):
-    from instancefcn_d2.engine import merge_config
+    from instancefcn_d2.engine import merge_config  # (typos in keys fail there)
 
     path = os.path.join(os.path.dirname(__file__), "..", "configs", "open_world", config)
     with open(path) as f:
