@@ -7,6 +7,8 @@
     python train_net.py --config-file ... --resume   # continue from output/last_checkpoint
 
 Evaluation uses the class-agnostic SegmentProposalEvaluator (mask and box AR@10/100/1000).
+Open-world proposals (docs/open_world.md): DATASETS.TRAIN_CATEGORY_IDS / TRAIN_UNSEEN_AS choose
+the categories trained on, TEST.PROPOSAL_EVAL_CATEGORY_IDS / PROPOSAL_BUDGET_RULE those scored.
 """
 import json
 import logging
@@ -126,7 +128,12 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return SegmentProposalEvaluator(dataset_name, output_dir=output_folder)
+        return SegmentProposalEvaluator(
+            dataset_name,
+            output_dir=output_folder,
+            eval_category_ids=cfg.TEST.PROPOSAL_EVAL_CATEGORY_IDS,
+            budget_rule=cfg.TEST.PROPOSAL_BUDGET_RULE,
+        )
 
 
 def setup(args):

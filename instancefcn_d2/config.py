@@ -41,6 +41,12 @@ def add_instancefcn_config(cfg):
     _C.MODEL.INSTANCEFCN.MASK_THRESHOLD = 0.5  # binarise pasted mask probabilities at this value
     _C.MODEL.INSTANCEFCN.NMS_THRESH = 0.8  # box IoU for NMS on the masks' tight boxes, across scales
 
+    # --- open-world proposals (train on some categories, score AR on the others) ---
+    _C.DATASETS.TRAIN_CATEGORY_IDS = []  # dataset category ids (as in the COCO JSON) to train on; [] = all
+    _C.DATASETS.TRAIN_UNSEEN_AS = "background"  # other categories: "background" (annotations dropped, as OLN) or "ignore" (ignore regions)
+    _C.TEST.PROPOSAL_EVAL_CATEGORY_IDS = []  # score AR on these dataset category ids only, other GT ignored; [] = all
+    _C.TEST.PROPOSAL_BUDGET_RULE = "oln"  # "oln": top N cut first; "exclude_seen": drop proposals on other-category GT first
+
     # Paper's training scales: shorter side 600 x 1.5^{-4..1}, sampled per image.
     _C.INPUT.MIN_SIZE_TRAIN = (119, 178, 267, 400, 600, 900)
     _C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"

@@ -102,6 +102,7 @@ def check_config(cfg, training: bool = True, resume: bool = False, check_files: 
                 "INPUT.CROP.ENABLED needs the 'shapely' package (detectron2 crops polygon masks "
                 "with it; without it every training image would be skipped): pip install shapely"
             ) from None
+    _check_category_subsets(cfg, training)
     last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
     # On resume the checkpointer reads OUTPUT_DIR/last_checkpoint and ignores MODEL.WEIGHTS.
     if resume and os.path.isfile(last):
@@ -122,6 +123,27 @@ def _log_scale_coverage(cfg, named_dicts, config_file):
     objs = ObjectSizes.from_dataset_dicts(d for _, dicts in named_dicts for d in dicts)
     check_scale_coverage(objs, scale_setup_from_config(cfg), what=f"DATASETS.TRAIN {names}",
                          config_file=config_file, dataset=names[0])
+
+
+def _check_category_subsets(cfg, training):
+    """Open-world keys: known values, and category ids that exist in the datasets (so that a
+    typo fails now, not when the evaluator is built after training)."""
+    from .data.categories import UNSEEN_AS, contiguous_category_ids
+    from .evaluation.open_world import BUDGET_RULES
+
+    if cfg.DATASETS.TRAIN_UNSEEN_AS not in UNSEEN_AS:
+        raise ValueError(f"DATASETS.TRAIN_UNSEEN_AS must be one of {UNSEEN_AS}, got {cfg.DATASETS.TRAIN_UNSEEN_AS!r}")
+    if cfg.TEST.PROPOSAL_BUDGET_RULE not in BUDGET_RULES:
+        raise ValueError(f"TEST.PROPOSAL_BUDGET_RULE must be one of {BUDGET_RULES}, got {cfg.TEST.PROPOSAL_BUDGET_RULE!r}")
+    keys = [("DATASETS.TEST", "TEST.PROPOSAL_EVAL_CATEGORY_IDS", cfg.TEST.PROPOSAL_EVAL_CATEGORY_IDS)]
+    if training:
+        keys.append(("DATASETS.TRAIN", "DATASETS.TRAIN_CATEGORY_IDS", cfg.DATASETS.TRAIN_CATEGORY_IDS))
+    for split, key, ids in keys:
+        for name in cfg.DATASETS[split.split(".")[1]]:
+            try:
+                contiguous_category_ids([name], ids)
+            except ValueError as e:
+                raise ValueError(f"{key}: {e}") from e
 
 
 def _project_names():

@@ -53,7 +53,7 @@ def test_deterministic_for_a_seed(tmp_path):
 
 def test_image_files_and_sizes(split):
     root, data = split
-    assert [c["id"] for c in data["categories"]] == [1]
+    assert [c["id"] for c in data["categories"]] == [1, 2, 3, 4, 5]
     for img in data["images"]:
         pixels = cv2.imread(os.path.join(root, "train", img["file_name"]))
         assert pixels.shape == (img["height"], img["width"], 3)
@@ -78,7 +78,7 @@ def test_annotations_match_pixels(split):
         ys, xs = np.nonzero(m)
         extent = [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
         assert np.abs(np.array(extent) - np.array(ann["bbox"])).max() <= 1
-        assert ann["category_id"] == 1
+        assert ann["category_id"] in ((5,) if ann["iscrowd"] else (1, 2, 3, 4))
         per_image.setdefault(ann["image_id"], []).append((m, ann["iscrowd"]))
 
     touching = 0
@@ -91,6 +91,32 @@ def test_annotations_match_pixels(split):
             grown = cv2.dilate(m, kernel) > 0
             touching += sum(bool(np.any(grown & (o > 0))) for o in plain[i + 1 :])
     assert touching >= 5
+
+
+def test_categories_are_shape_kinds(split):
+    """Kinds 1..4 (ellipse, rectangle, polygon, star), crowd clumps 5. Stars are the only
+    non-convex kind: their masks fill far less of their convex hull than the other kinds' do
+    (medians, so that the few occluded objects do not decide it)."""
+    _, data = split
+    assert [(c["id"], c["name"]) for c in data["categories"]] == [
+        (1, "ellipse"), (2, "rectangle"), (3, "polygon"), (4, "star"), (5, "blob_clump")]
+    sizes = {img["id"]: (img["height"], img["width"]) for img in data["images"]}
+    by_image = {}
+    for ann in data["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    solidity = {1: [], 2: [], 3: [], 4: []}
+    for image_id, anns in by_image.items():
+        h, w = sizes[image_id]
+        for a in anns:
+            m = _decode(a, h, w)
+            if a["iscrowd"] or m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any():
+                continue  # cut by the image border
+            hull = cv2.convexHull(np.argwhere(m)[:, ::-1].astype(np.int32))
+            hull_mask = cv2.fillPoly(np.zeros(m.shape, np.uint8), [hull], 1)
+            solidity[a["category_id"]].append(m.sum() / hull_mask.sum())
+    assert all(solidity.values()), {k: len(v) for k, v in solidity.items()}
+    assert np.median(solidity[4]) < 0.8 < min(np.median(solidity[k]) for k in (1, 2, 3))
+    assert sum(a["category_id"] == 5 for a in data["annotations"]) == 3
 
 
 def test_crowd_and_empty_images_present(split):
@@ -141,9 +167,12 @@ def test_register_and_load_through_detectron2(tmp_path):
         S.register_synthetic(root, names, splits, **SMALL)  # idempotent
         dicts = DatasetCatalog.get(names[0])
         assert len(dicts) == 6 and len(DatasetCatalog.get(names[1])) == 2
-        assert MetadataCatalog.get(names[0]).thing_classes == ["object"]
+        meta = MetadataCatalog.get(names[0])
+        assert meta.thing_classes == ["ellipse", "rectangle", "polygon", "star", "blob_clump"]
+        assert meta.thing_dataset_id_to_contiguous_id == {1: 0, 2: 1, 3: 2, 4: 3, 5: 4}
         anns = [a for d in dicts for a in d["annotations"]]
-        assert anns and all(a["category_id"] == 0 and a["bbox_mode"] == BoxMode.XYWH_ABS for a in anns)
+        assert anns and all(a["bbox_mode"] == BoxMode.XYWH_ABS for a in anns)
+        assert {a["category_id"] for a in anns if a.get("iscrowd", 0)} == {4}
         crowd = [a for a in anns if a.get("iscrowd", 0)]
         assert len(crowd) == 1 and isinstance(crowd[0]["segmentation"], dict)
         assert all(isinstance(a["segmentation"], list) for a in anns if not a.get("iscrowd", 0))

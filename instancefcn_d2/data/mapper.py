@@ -12,6 +12,10 @@ On top of the standard behaviour (read image, multi-scale ``ResizeShortestEdge``
 * accepts RLE masks (compressed or not) for ordinary objects (the image then uses ``BitMasks``);
 * recomputes boxes from masks, clipped to the image, since the positive-window rule reads
   box centres; objects entirely outside the image are dropped;
+* in training with ``train_category_ids`` (``DATASETS.TRAIN_CATEGORY_IDS``, open-world
+  proposals), drops the annotations of the other categories, which leaves those objects
+  unlabelled background as in OLN's protocol, or with ``unseen_as="ignore"`` turns them into
+  ignore regions (like crowds: windows centred in their boxes are neither positive nor negative);
 * in training, returns ``None`` for an unreadable image or unusable annotations (detectron2's
   loader then draws another image and the mapper warns) so one corrupt file cannot end a long
   run; at test time it raises an error naming the file.
@@ -27,6 +31,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode, Boxes
 from detectron2.structures.masks import polygon_area
 from pycocotools import mask as mask_util
+
+from .categories import UNSEEN_AS, contiguous_category_ids
 
 __all__ = ["InstanceFCNDatasetMapper", "clean_annotations"]
 
@@ -87,9 +93,39 @@ class InstanceFCNDatasetMapper(DatasetMapper):
     """``DatasetMapper`` that keeps crowd regions and tolerates degenerate annotations."""
 
     @configurable
-    def __init__(self, is_train: bool, **kwargs):
+    def __init__(self, is_train: bool, *, train_category_ids=None, unseen_as: str = "background", **kwargs):
+        """
+        Args:
+            train_category_ids (iterable[int] or None): in training, keep only annotations of
+                these categories (ids as in the dataset dicts, i.e. contiguous ids for COCO
+                JSON datasets); None keeps all. Ignored at test time.
+            unseen_as (str): what the other categories' annotations become: "background"
+                (dropped) or "ignore" (ignore regions, like crowds).
+            kwargs: as for detectron2's ``DatasetMapper``.
+        """
+        if unseen_as not in UNSEEN_AS:
+            raise ValueError(f"unseen_as (DATASETS.TRAIN_UNSEEN_AS) must be one of {UNSEEN_AS}, got {unseen_as!r}")
         kwargs["use_instance_mask"] = True  # whatever the config says: masks are the targets
         super().__init__(is_train, **kwargs)
+        self.train_category_ids = None if train_category_ids is None else frozenset(int(i) for i in train_category_ids)
+        self.unseen_as = unseen_as
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        ret = super().from_config(cfg, is_train)
+        ret["unseen_as"] = cfg.DATASETS.TRAIN_UNSEEN_AS
+        if is_train:
+            ret["train_category_ids"] = contiguous_category_ids(cfg.DATASETS.TRAIN, cfg.DATASETS.TRAIN_CATEGORY_IDS)
+        return ret
+
+    def _select_categories(self, annos):
+        """Drop, or turn into ignore regions, the annotations of categories not trained on."""
+        if not self.is_train or self.train_category_ids is None:
+            return annos
+        seen = [a for a in annos if a.get("category_id") in self.train_category_ids]
+        if self.unseen_as == "background":
+            return seen
+        return seen + [dict(a, iscrowd=1) for a in annos if a.get("category_id") not in self.train_category_ids]
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
         try:
@@ -100,7 +136,8 @@ class InstanceFCNDatasetMapper(DatasetMapper):
 
     def _transform_annotations_checked(self, dataset_dict, transforms, image_shape):
         size = (dataset_dict["height"], dataset_dict["width"]) if "height" in dataset_dict else None
-        annos, _ = clean_annotations(dataset_dict.pop("annotations"), dataset_dict.get("file_name", ""), size)
+        annos = self._select_categories(dataset_dict.pop("annotations"))
+        annos, _ = clean_annotations(annos, dataset_dict.get("file_name", ""), size)
         crowd = [a for a in annos if a.get("iscrowd", 0)]
         objects = [a for a in annos if not a.get("iscrowd", 0)]
         crowd_boxes = np.zeros((0, 4), dtype=np.float32)

@@ -27,6 +27,7 @@ from ..fileio import atomic_write
 
 __all__ = [
     "GENERATOR_VERSION",
+    "CATEGORIES",
     "DEFAULT_ROOT",
     "default_root",
     "split_paths",
@@ -39,14 +40,18 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Bump whenever the output for a given seed changes; stale datasets are then regenerated.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: category ids are shape kinds (images unchanged)
 DEFAULT_ROOT = "datasets/synthetic"
 ROOT_ENV_VAR = "INSTANCEFCN_SYNTHETIC_ROOT"
-CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
-
 _BACKGROUND = -1
 _CROWD = -2
 _SHAPES = ("ellipse", "rectangle", "polygon", "star")
+# Each shape kind is a category (ids 1..4, in _SHAPES order), so that a model can be trained on
+# some kinds and scored on the others (open-world proposals); crowd clumps of small round blobs
+# are category 5. Category-agnostic users see the same masks as before.
+CATEGORIES = [{"id": i + 1, "name": kind, "supercategory": "shape"} for i, kind in enumerate(_SHAPES)]
+CATEGORIES.append({"id": len(_SHAPES) + 1, "name": "blob_clump", "supercategory": "crowd"})
+_CROWD_CATEGORY_ID = CATEGORIES[-1]["id"]
 
 
 def default_root():
@@ -292,7 +297,8 @@ def _place_objects(rng, canvas, image, num_objects, size_range, crowd_area):
             colour = anchor["base"] if same_colour else base
             field = _object_colour(rng, mask, colour)
             image[img_sl][local] = field[loc_sl][local]
-            objects.append({"mask": mask, "xy": xy, "base": colour})
+            objects.append({"mask": mask, "xy": xy, "base": colour, "owner": k,
+                            "category_id": _SHAPES.index(kind) + 1})
             break
     return objects
 
@@ -337,7 +343,7 @@ def _clean(mask, min_fragment_area):
 
 
 def _render_image(rng, height, width, kind, params):
-    """Synthesise one image; returns (BGR uint8 image, [(mask, iscrowd), ...])."""
+    """Synthesise one image; returns (BGR uint8 image, [(mask, iscrowd, category_id), ...])."""
     canvas = _Canvas(height, width)
     background = _background(rng, height, width)
     image = background.copy()
@@ -350,6 +356,7 @@ def _render_image(rng, height, width, kind, params):
 
     instances = []
     unowned = np.zeros((height, width), bool)
+    category_of_owner = {o["owner"]: o["category_id"] for o in objects}
     for k in range(len(objects)):
         visible = canvas.owner == k
         kept = _clean(visible, params["min_fragment_area"])
@@ -357,11 +364,11 @@ def _render_image(rng, height, width, kind, params):
             kept[:] = False
         unowned |= visible & ~kept
         if kept.any():
-            instances.append((kept, 0))
+            instances.append((kept, 0, category_of_owner[k]))
     if crowd is not None:
         visible = canvas.owner == _CROWD
         if visible.any():
-            instances.insert(0, (visible, 1))
+            instances.insert(0, (visible, 1, _CROWD_CATEGORY_ID))
     # Pixels of dropped objects and slivers revert to background, so that every painted
     # object pixel is annotated.
     image[unowned] = background[unowned]
@@ -436,7 +443,7 @@ def generate_split(root, split, num_images, seed, min_size=192, max_size=320, mi
             raise OSError(f"could not write {os.path.join(image_root, file_name)}")
         image_id = i + 1
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
-        for mask, iscrowd in instances:
+        for mask, iscrowd, category_id in instances:
             rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
             if iscrowd:
                 segmentation = _uncompressed_rle(mask)
@@ -448,7 +455,7 @@ def generate_split(root, split, num_images, seed, min_size=192, max_size=320, mi
             annotations.append({
                 "id": len(annotations) + 1,
                 "image_id": image_id,
-                "category_id": CATEGORY["id"],
+                "category_id": category_id,
                 "segmentation": segmentation,
                 "area": int(mask_util.area(rle)),
                 "bbox": [x, y, w, h],
@@ -460,7 +467,7 @@ def generate_split(root, split, num_images, seed, min_size=192, max_size=320, mi
                  "version": GENERATOR_VERSION},
         "images": images,
         "annotations": annotations,
-        "categories": [dict(CATEGORY)],
+        "categories": [dict(c) for c in CATEGORIES],
     })
     return json_path
 

@@ -11,6 +11,7 @@ from .segment_proposals import (
     load_coco_gt,
     proposal_recall,
     run_proposal_cocoeval,
+    score_proposals,
 )
 from .timing import TimedModel, drop_undefined
 
@@ -24,6 +25,7 @@ __all__ = [
     "load_coco_gt",
     "proposal_recall",
     "run_proposal_cocoeval",
+    "score_proposals",
     "write_coco_results",
     "write_proposal_pickle",
 ]

@@ -2,6 +2,8 @@
 
 pycocotools ``COCOeval`` with ``useCats = 0``, IoU 0.50:0.05:0.95, ``maxDets = max_dets`` and the
 COCO small/medium/large area ranges; crowd regions are ignored by COCO's own matcher.
+With ``eval_category_ids`` only those categories are scored (open-world proposals; see
+:mod:`.open_world` for the ignore semantics and the top-N budget rules).
 Detectron2's ``COCOEvaluator`` cannot do this: it scores box proposals only, with its own matcher.
 """
 import contextlib
@@ -25,6 +27,12 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode, PolygonMasks
 from detectron2.utils.file_io import PathManager
 
+from .open_world import (
+    BUDGET_RULES,
+    CategorySubsetCOCOeval,
+    check_eval_category_ids,
+    drop_proposals_on_ignored,
+)
 from .export import (
     PROPOSAL_CATEGORY_ID,
     instances_to_coco_results,
@@ -39,6 +47,7 @@ __all__ = [
     "load_coco_gt",
     "proposal_recall",
     "run_proposal_cocoeval",
+    "score_proposals",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,13 +72,14 @@ class SegmentProposalEvaluator(DatasetEvaluator):
          "box_proposals": {...same keys...}}
 
     A metric is None (``null`` in JSON, "–" in the table) when the evaluated images hold no
-    (non-crowd) ground truth in that area range: recall is undefined there, not zero, and a
+    (non-crowd, scored) ground truth in that area range: recall is undefined there, not zero, and a
     NaN would print as ``nan`` and be written as the invalid JSON token ``NaN``.
     With ``output_dir``, also writes ``segment_proposals_coco.json`` (COCO results, RLE masks)
     and ``box_proposals.pkl`` (Detectron2 precomputed proposals, for ``MODEL.LOAD_PROPOSALS``).
     """
 
-    def __init__(self, dataset_name, output_dir=None, max_dets=(10, 100, 1000), distributed=True):
+    def __init__(self, dataset_name, output_dir=None, max_dets=(10, 100, 1000), distributed=True,
+                 eval_category_ids=None, budget_rule="oln"):
         """
         Args:
             dataset_name (str): a dataset registered in ``DatasetCatalog``; its ground truth comes
@@ -78,7 +88,17 @@ class SegmentProposalEvaluator(DatasetEvaluator):
             output_dir (str or None): where to write the proposal files; None writes nothing.
             max_dets (sequence[int]): the N of AR@N; area-split AR uses the largest.
             distributed (bool): gather predictions from all ranks and evaluate on rank 0.
+            eval_category_ids (iterable[int] or None): score only the ground truth of these
+                categories (ids as in the COCO ground truth); the others' is ignored (neither
+                hits nor misses). None or empty scores every category.
+            budget_rule (str): with ``eval_category_ids``, "oln" (top N cut first: proposals
+                on ignored objects use up the budget, as OLN's code) or "exclude_seen"
+                (proposals at IoU >= 0.5 with an ignored object are removed before the cut).
         """
+        if budget_rule not in BUDGET_RULES:
+            raise ValueError(f"budget_rule must be one of {BUDGET_RULES}, got {budget_rule!r}")
+        self._eval_category_ids = sorted({int(i) for i in eval_category_ids}) if eval_category_ids else None
+        self._budget_rule = budget_rule
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._distributed = distributed
@@ -140,6 +160,8 @@ class SegmentProposalEvaluator(DatasetEvaluator):
             )
             return {}
 
+        if self._eval_category_ids is not None:
+            check_eval_category_ids(self._coco_gt, self._eval_category_ids, self._dataset_name)
         img_ids = [p["image_id"] for p in predictions]
         unknown = set(img_ids) - set(self._coco_gt.getImgIds())
         if unknown:
@@ -148,21 +170,18 @@ class SegmentProposalEvaluator(DatasetEvaluator):
                 f"'{self._dataset_name}'"
             )
 
-        results = OrderedDict()
-        for key, iou_type in _TASKS:
-            if iou_type == "segm" and not _all_have_segmentation(self._coco_gt, img_ids):
-                logger.warning(
-                    f"[SegmentProposalEvaluator] '{self._dataset_name}' has annotations without "
-                    "masks; skipping mask AR."
-                )
-                continue
-            cocoeval = run_proposal_cocoeval(
-                self._coco_gt, coco_results, iou_type, img_ids, self._max_dets
+        if not _all_have_segmentation(self._coco_gt, img_ids):
+            logger.warning(
+                f"[SegmentProposalEvaluator] '{self._dataset_name}' has annotations without "
+                "masks; skipping mask AR."
             )
-            results[key] = proposal_recall(cocoeval, self._max_dets)
+        results = score_proposals(
+            self._coco_gt, coco_results, img_ids, self._max_dets, self._eval_category_ids, self._budget_rule
+        )
         logger.info(
             f"Class-agnostic proposal AR (%) on '{self._dataset_name}', "
-            f"{len(img_ids)} images, {len(coco_results)} proposals:\n" + format_ar_table(results)
+            f"{len(img_ids)} images, {len(coco_results)} proposals{self._describe_categories()}:\n"
+            + format_ar_table(results)
         )
         if any(v is None for task in results.values() for v in task.values()):
             logger.info(
@@ -170,6 +189,14 @@ class SegmentProposalEvaluator(DatasetEvaluator):
                 "ground truth in that area range, so recall there is undefined (not zero)."
             )
         return results
+
+    def _describe_categories(self):
+        if self._eval_category_ids is None:
+            return ""
+        names = {c["id"]: c.get("name", "") for c in self._coco_gt.dataset.get("categories", [])}
+        listed = ", ".join(f"{i} {names.get(i, '')}".strip() for i in self._eval_category_ids)
+        return (f"; scored categories ({len(self._eval_category_ids)} of {len(names)}): {listed}; "
+                f"other categories ignored; top-N budget rule '{self._budget_rule}'")
 
     def _write_outputs(self, predictions, coco_results):
         PathManager.mkdirs(self._output_dir)
@@ -308,10 +335,17 @@ def _load_results(coco_gt, coco_results, iou_type):
         return coco_gt.loadRes(anns)
 
 
-def run_proposal_cocoeval(coco_gt, coco_results, iou_type, img_ids, max_dets):
-    """Evaluate + accumulate a class-agnostic ``COCOeval``; returns it (see ``eval["recall"]``)."""
+def run_proposal_cocoeval(coco_gt, coco_results, iou_type, img_ids, max_dets, eval_category_ids=None):
+    """Evaluate + accumulate a class-agnostic ``COCOeval``; returns it (see ``eval["recall"]``).
+
+    With ``eval_category_ids``, ground truth of the other categories is ignored (see
+    :class:`.open_world.CategorySubsetCOCOeval`); the budget rule is the caller's.
+    """
     coco_dt = _load_results(coco_gt, coco_results, iou_type)
-    cocoeval = COCOeval(coco_gt, coco_dt, iou_type)
+    if eval_category_ids:
+        cocoeval = CategorySubsetCOCOeval(coco_gt, coco_dt, iou_type, eval_category_ids)
+    else:
+        cocoeval = COCOeval(coco_gt, coco_dt, iou_type)
     cocoeval.params.useCats = 0
     # Even with useCats=0, COCOeval only collects gts/dts whose category_id is in
     # params.catIds (default: the gt's categories), so category-1 proposals on a dataset
@@ -327,6 +361,26 @@ def run_proposal_cocoeval(coco_gt, coco_results, iou_type, img_ids, max_dets):
         cocoeval.evaluate()
         cocoeval.accumulate()
     return cocoeval
+
+
+def score_proposals(coco_gt, coco_results, img_ids, max_dets, eval_category_ids=None, budget_rule="oln"):
+    """``{"segm_proposals": AR dict, "box_proposals": AR dict}`` (percent) of COCO results.
+
+    Mask AR is skipped when some ground truth of ``img_ids`` has no mask. ``eval_category_ids``
+    and ``budget_rule`` are as for :class:`SegmentProposalEvaluator`.
+    """
+    if budget_rule not in BUDGET_RULES:
+        raise ValueError(f"budget_rule must be one of {BUDGET_RULES}, got {budget_rule!r}")
+    results = OrderedDict()
+    for key, iou_type in _TASKS:
+        if iou_type == "segm" and not _all_have_segmentation(coco_gt, img_ids):
+            continue
+        scored = coco_results
+        if eval_category_ids and budget_rule == "exclude_seen":
+            scored = drop_proposals_on_ignored(coco_gt, coco_results, eval_category_ids, iou_type)
+        cocoeval = run_proposal_cocoeval(coco_gt, scored, iou_type, img_ids, max_dets, eval_category_ids)
+        results[key] = proposal_recall(cocoeval, max_dets)
+    return results
 
 
 def proposal_recall(cocoeval, max_dets):
