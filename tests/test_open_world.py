@@ -30,7 +30,7 @@ from instancefcn_d2 import add_instancefcn_config
 from instancefcn_d2.data import InstanceFCNDatasetMapper
 from instancefcn_d2.engine import check_config
 from instancefcn_d2.evaluation import SegmentProposalEvaluator
-from instancefcn_d2.targets import WindowLabeler, window_boxes
+from instancefcn_d2.targets import WindowLabeler, inside_windows, window_boxes
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -247,8 +247,10 @@ def _labels(record, **mapper_kwargs):
     mapper = InstanceFCNDatasetMapper(True, augmentations=[], image_format="BGR", **mapper_kwargs)
     d = mapper(record)
     h, w = d["image"].shape[1:]
-    windows = window_boxes((h + STRIDE - 1) // STRIDE, (w + STRIDE - 1) // STRIDE, STRIDE, M)
-    labels, matched = WindowLabeler()(windows, d["instances"].gt_boxes.tensor, d["crowd_boxes"].tensor, (h, w))
+    fh, fw = (h + STRIDE - 1) // STRIDE, (w + STRIDE - 1) // STRIDE
+    windows = window_boxes(fh, fw, STRIDE, M)
+    inside = inside_windows(fh, fw, (h, w), STRIDE)
+    labels, matched = WindowLabeler()(windows, d["instances"].gt_boxes.tensor, d["crowd_boxes"].tensor, inside)
     return labels, matched, d["instances"]
 
 
@@ -360,4 +362,4 @@ def test_train_net_open_world_smoke(tmp_path):
     assert ("scored categories (2 of 5): 3 polygon, 4 star; other categories ignored; "
             "top-N budget rule 'exclude_seen'") in log
     ar = json.loads((out / "proposal_ar.json").read_text())
-    assert set(ar) == {"segm_proposals", "box_proposals"}
+    assert {"segm_proposals", "box_proposals"} <= set(ar)
