@@ -5,7 +5,6 @@ and the test pyramid sizes.
 
 Most tests use a tiny backbone (one avg-pool to stride 8 + one conv) so they run in
 milliseconds; one module-scoped fixture builds the real VGG-16 model from the config."""
-import math
 import os
 from datetime import timedelta
 
@@ -18,12 +17,12 @@ import torch.nn.functional as F
 
 import instancefcn_d2  # noqa: F401  (compat shims + registrations, before detectron2)
 import instancefcn_d2.meta_arch as meta_arch_mod
-from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone, build_model
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
-from instancefcn_d2 import InstanceFCN, add_instancefcn_config
+from instancefcn_d2 import InstanceFCN
+from instancefcn_d2.config import get_project_cfg
 from instancefcn_d2.assembling import assemble_dense
 from instancefcn_d2.heads import InstanceBranch, ObjectnessBranch
 from instancefcn_d2.targets import WindowLabeler
@@ -411,9 +410,7 @@ def test_ddp_object_free_rank(tmp_path, spawn):
 
 # --------------------------------------------------------------------------- real config
 def vgg_cfg(**overrides):
-    cfg = get_cfg()
-    add_instancefcn_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "Base-InstanceFCN-VGG16.yaml"))
+    cfg = get_project_cfg(os.path.join(REPO, "configs", "Base-InstanceFCN-VGG16.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.INSTANCEFCN.TEST_SCALES = [64]
     cfg.TEST.DETECTIONS_PER_IMAGE = 20

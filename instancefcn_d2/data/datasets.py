@@ -23,7 +23,7 @@ from detectron2.data.datasets import load_coco_json, register_coco_instances
 from .synthetic_splits import default_root, ensure_dataset, split_paths
 
 __all__ = ["SYNTHETIC_PRESETS", "first_images_in_file_order", "preset_root", "project_dataset_names",
-           "register_project_datasets", "register_synthetic"]
+           "register_project_datasets", "register_project_datasets_main_first", "register_synthetic"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,3 +129,18 @@ def register_project_datasets(cfg=None, names=None):
                     "JSON first (README, 'VOC / SBD')."
                 )
             register_coco_instances(name, {}, json_file, os.path.join(voc_root, "JPEGImages"))
+
+
+def register_project_datasets_main_first(cfg):
+    """``register_project_datasets(cfg)`` in every process of a run, the main process first.
+
+    Synthetic data is generated on first use: by the main process alone, the others wait
+    (with N processes writing the same folder at once, files could be deleted mid-write).
+    """
+    from detectron2.utils import comm
+
+    if not comm.is_main_process():
+        comm.synchronize()
+    register_project_datasets(cfg)
+    if comm.is_main_process():
+        comm.synchronize()

@@ -1,0 +1,159 @@
+"""Preflight checks: a config, its datasets and its weights are checked before any work starts,
+so that a bad path or value fails in seconds with a clear message instead of hours in."""
+import difflib
+import logging
+import os
+
+from detectron2.data import DatasetCatalog
+
+__all__ = ["check_config", "check_dataset_files", "check_weights"]
+
+logger = logging.getLogger(__name__)
+
+
+def check_config(cfg, training: bool = True, resume: bool = False, check_files: bool = True):
+    """Raise before any work starts when the datasets or the weights file cannot be used.
+
+    With ``check_files`` every dataset of the run (DATASETS.TRAIN when ``training``, and
+    DATASETS.TEST, which periodic evaluation reads mid-run) is loaded once and each image
+    file is stat-ed: a missing JSON file, or image files that are missing or empty (0 bytes),
+    fail here, with their count and first names, instead of hours into training.
+    """
+    datasets = [("DATASETS.TRAIN", n) for n in (cfg.DATASETS.TRAIN if training else ())]
+    datasets += [("DATASETS.TEST", n) for n in cfg.DATASETS.TEST]
+    for split, name in datasets:
+        if name not in DatasetCatalog.list():
+            close = difflib.get_close_matches(name, sorted(set(DatasetCatalog.list()) | _project_names()), n=3)
+            raise KeyError(
+                f"{split} names {name!r}, which is not a registered dataset"
+                + (f" (did you mean {close}?)" if close else "")
+                + ". Builtin COCO/LVIS names need their files under $DETECTRON2_DATASETS; "
+                "register your own COCO-format data with detectron2.data.datasets."
+                "register_coco_instances (see README, 'Your own data')."
+            )
+    c = cfg.MODEL.INSTANCEFCN
+    if not 1 <= c.K <= c.WINDOW_SIZE:
+        raise ValueError(f"MODEL.INSTANCEFCN.K ({c.K}) must be in [1, WINDOW_SIZE={c.WINDOW_SIZE}]")
+    mean, std = list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD)
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(
+            f"MODEL.PIXEL_MEAN={mean} / MODEL.PIXEL_STD={std} must have 3 values (BGR) each and "
+            "a positive std (a zero std divides the input by zero: NaN losses)."
+        )
+    last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
+    # On resume the checkpointer reads OUTPUT_DIR/last_checkpoint and ignores MODEL.WEIGHTS.
+    if resume and os.path.isfile(last):
+        _check_last_checkpoint(last)
+    else:
+        check_weights(cfg)
+    if check_files:
+        for split, name in datasets:
+            check_dataset_files(name, split)
+
+
+def _project_names():
+    """Dataset names this project can register (close-match candidates for typos)."""
+    from ..data.datasets import project_dataset_names
+
+    return set(project_dataset_names())
+
+
+def _check_last_checkpoint(last):
+    with open(last) as f:
+        name = f.read().strip()
+    path = os.path.join(os.path.dirname(last), name)
+    if not name or not os.path.isfile(path) or os.path.getsize(path) == 0:
+        others = sorted(f for f in os.listdir(os.path.dirname(last)) if f.endswith(".pth"))
+        raise FileNotFoundError(
+            f"--resume: {last} names {name!r}, but {path} is missing or empty. Write the name of an "
+            f"intact checkpoint into it (present: {others[-3:] or 'none'}), or delete it to start "
+            "from MODEL.WEIGHTS."
+        )
+
+
+def check_weights(cfg, inference: bool = False):
+    """Raise unless MODEL.WEIGHTS is empty, a URL, or a file that can initialise the model.
+
+    ``inference`` (tools/demo.py): an empty MODEL.WEIGHTS is only warned about (a random
+    model runs, but its proposals are meaningless) and the hints name a trained model.
+    """
+    weights = cfg.MODEL.WEIGHTS
+    if not weights:
+        if inference:
+            logger.warning("MODEL.WEIGHTS is empty: the model is randomly initialised and its proposals "
+                           "are meaningless. Pass --opts MODEL.WEIGHTS path/to/model_final.pth.")
+        return
+    if "://" in weights:
+        return
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(
+            f"MODEL.WEIGHTS={weights!r} does not exist. " + (
+                "Point it at a trained model, e.g. --opts MODEL.WEIGHTS output/quickstart/model_final.pth"
+                if inference else
+                "For the ImageNet VGG-16 start run `bash tools/setup.sh` (it writes "
+                "weights/vgg16_caffe_imagenet.pth), or point MODEL.WEIGHTS at a trained model_final.pth."
+            )
+        )
+    if cfg.MODEL.BACKBONE.NAME == "build_vgg16_backbone":
+        from ..weights import check_vgg16_checkpoint
+
+        try:
+            check_vgg16_checkpoint(weights)
+        except ValueError as e:
+            raise ValueError(
+                f"MODEL.WEIGHTS={weights!r} cannot initialise the VGG-16 backbone: {str(e).rstrip('.')}. Use the "
+                "file written by `bash tools/setup.sh`, convert your own with "
+                "tools/convert_vgg16_weights.py, or set MODEL.WEIGHTS \"\" to train from scratch."
+            ) from e
+
+
+def check_dataset_files(name: str, split: str = "dataset", max_names: int = 5):
+    """Load a registered dataset and raise unless its JSON and every image file are usable.
+
+    Returns the number of images. Only ``os.stat`` per image (no decoding): cheap even for
+    ~100k local files. Corrupt-but-nonempty images are left to the mapper (skipped with a
+    warning in training, a clear error at test time).
+    """
+    from detectron2.data import MetadataCatalog
+
+    meta = MetadataCatalog.get(name)
+    json_file = meta.get("json_file", None)
+    if json_file and "://" not in json_file and not os.path.isfile(json_file):
+        raise FileNotFoundError(
+            f"{split}: dataset {name!r} reads its annotations from {json_file!r}, which does "
+            "not exist. Fix the path given to register_coco_instances (or $DETECTRON2_DATASETS "
+            "for builtin names)."
+        )
+    try:
+        dicts = DatasetCatalog.get(name)
+    except Exception as e:
+        raise RuntimeError(
+            f"{split}: loading dataset {name!r}"
+            + (f" from {json_file!r}" if json_file else "")
+            + f" failed: {type(e).__name__}: {e}"
+        ) from e
+    missing, empty = [], []
+    for d in dicts:
+        path = d.get("file_name", "")
+        if "://" in path:
+            continue
+        try:
+            if os.stat(path).st_size == 0:
+                empty.append(path)
+        except OSError:
+            missing.append(path)
+    if missing or empty:
+        image_root = meta.get("image_root", None)
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of {len(dicts)} image files do not exist, e.g. {missing[:max_names]}")
+        if empty:
+            parts.append(f"{len(empty)} image file(s) are empty (0 bytes), e.g. {empty[:max_names]}")
+        raise FileNotFoundError(
+            f"{split}: dataset {name!r}: " + "; ".join(parts) + ". "
+            + (f"Check the image root it was registered with ({image_root!r}) and the "
+               "'file_name' fields of its JSON, " if image_root else "Check the 'file_name' fields, ")
+            + "or remove those images from the annotations."
+        )
+    logger.info(f"{split}: dataset {name!r}: {len(dicts)} images, all files present.")
+    return len(dicts)
