@@ -416,14 +416,13 @@ def test_image_smaller_than_one_window(tmp_path, model):
     assert inst.image_size == (20, 20) and inst.pred_masks.shape[1:] == (20, 20)
 
 
-def test_image_larger_than_4000px_keeps_pyramid_capped(tmp_path, model, monkeypatch):
+def test_image_larger_than_4000px_keeps_pyramid_capped(tmp_path, model):
     h, w = 40, 4200  # > 4000 px; thin so the test itself stays small
     write_image(tmp_path / "panorama.png", h, w)
     d = InstanceFCNDatasetMapper(make_cfg(), False)(record(tmp_path / "panorama.png", [], h, w))
     assert tuple(d["image"].shape) == (3, h, w)  # MIN_SIZE_TEST 0: the model builds the pyramid
-    seen = []
-    heads = model._heads
-    monkeypatch.setattr(model, "_heads", lambda x: (seen.append(tuple(x.shape[-2:])), heads(x))[1])
+    seen = []  # the sizes the backbone is given
+    hook = model.backbone.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
     model.eval()
     model.test_scales, model.test_max_size = (64, 400), 512
     try:
@@ -432,6 +431,7 @@ def test_image_larger_than_4000px_keeps_pyramid_capped(tmp_path, model, monkeypa
         assert model.pyramid_sizes(6000, 4500) == [(85, 64), (512, 384)]
     finally:
         model.test_scales, model.test_max_size = (64,), 256
+        hook.remove()
     assert seen and all(max(s) <= 512 for s in seen)  # the backbone never sees the 4200-px image
     assert inst.image_size == (h, w) and len(inst) <= 20
     assert inst.pred_masks.shape == (len(inst), h, w)
