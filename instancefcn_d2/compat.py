@@ -1,16 +1,33 @@
-"""Every workaround needed to run detectron2 v0.6's pure-Python package on current
-torch / numpy / Pillow / setuptools, in one place.
+"""Every backport and workaround for detectron2 v0.6's pure-Python package (on current
+torch / numpy / Pillow / setuptools, and on CPU-only machines), in one place.
 
 ``apply()`` runs once, from ``import instancefcn_d2``, before any detectron2 submodule that
-needs it is imported. Each item checks for the problem first, so on an upstream detectron2
-built from source (v0.6 or main) with its compiled ops, every item is a no-op.
+needs it is imported: import shims and the MapDataset fallback. The trainer state
+(``TrainerStateBackport``), the CPU launcher (``launch_any_device``) and DDP of CPU models
+(``cpu_ddp_support``) are used by ``instancefcn_d2.engine``. Each item checks for the problem
+first (feature detection), so on an upstream detectron2 built from source (main) with its
+compiled ops, every item is a no-op, and the day upstream ships a wheel they go together.
 """
+import contextlib
 import importlib.resources
 import importlib.util
+import inspect
+import logging
+import socket
 import sys
 import types
+from datetime import timedelta
 
-__all__ = ["apply", "MissingCompiledOpError", "has_compiled_ops"]
+__all__ = [
+    "apply",
+    "MissingCompiledOpError",
+    "has_compiled_ops",
+    "TrainerStateBackport",
+    "cpu_ddp_support",
+    "launch_any_device",
+]
+
+logger = logging.getLogger(__name__)
 
 _BUILD_HINT = (
     "This detectron2 was installed without its compiled C++/CUDA ops (the registry-only route "
@@ -171,3 +188,120 @@ def apply():
     _quiet_jit_script_warning()
     _map_dataset_fallback()
     _applied = True
+
+
+class TrainerStateBackport:
+    """Mixin for a ``DefaultTrainer`` subclass: checkpoints hold the optimizer state.
+
+    detectron2 v0.6's ``DefaultTrainer`` saves only the iteration and the hooks (LR scheduler);
+    the optimizer (SGD momentum buffers) lives in the inner ``SimpleTrainer`` and is lost, so
+    ``--resume`` restarted momentum from zero. Upstream's ``DefaultTrainer`` saves and restores
+    ``_trainer`` itself (it defines ``state_dict``): there this mixin defers to it.
+    """
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if "_trainer" not in ret:
+            ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        from detectron2.engine import DefaultTrainer, TrainerBase
+
+        if "load_state_dict" in vars(DefaultTrainer):  # upstream: it restores _trainer itself
+            return super().load_state_dict(state_dict)
+        state_dict = dict(state_dict)
+        inner = state_dict.pop("_trainer", None)
+        TrainerBase.load_state_dict(self, state_dict)  # iteration + hooks (LR scheduler)
+        if inner is None:
+            logger.warning(
+                "The checkpoint has no optimizer state (written before train_net.py saved it): "
+                "SGD momentum restarts from zero."
+            )
+            return
+        self._trainer.load_state_dict(inner)
+        n = sum(1 for st in self.optimizer.state.values() if "momentum_buffer" in st)
+        logger.info(
+            f"Restored the trainer state of iteration {self.iter}: optimizer ({n} momentum "
+            "buffers) and LR scheduler."
+        )
+
+
+@contextlib.contextmanager
+def cpu_ddp_support():
+    """Within the block, detectron2's ``create_ddp_model`` works for CPU models (gloo).
+
+    It passes ``device_ids=[local_rank]``, which DistributedDataParallel rejects for a CPU
+    module; the wrapper drops it for CPU models only, and changes nothing where the original
+    would work (one process, a CUDA model, or ``device_ids`` given by the caller).
+    """
+    import detectron2.engine.defaults as defaults
+    from detectron2.utils import comm
+
+    original = defaults.create_ddp_model
+
+    def create_ddp_model(model, *, fp16_compression=False, **kwargs):
+        if comm.get_world_size() > 1 and next(model.parameters()).device.type == "cpu":
+            kwargs.setdefault("device_ids", None)
+        return original(model, fp16_compression=fp16_compression, **kwargs)
+
+    defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        defaults.create_ddp_model = original
+
+
+def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout):
+    import torch.distributed as dist
+    from detectron2.utils import comm
+
+    rank = machine_rank * num_per_machine + local_rank
+    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size, rank=rank,
+                            timeout=timeout)
+    num_machines = world_size // num_per_machine
+    for i in range(num_machines):
+        group = dist.new_group(list(range(i * num_per_machine, (i + 1) * num_per_machine)))
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group
+    comm.synchronize()
+    main_func(*args)
+
+
+def _launch_supports_cpu():
+    # Upstream's launch picks gloo itself when CUDA is missing; v0.6's asserts CUDA and uses NCCL.
+    from detectron2.engine import launch as launch_module
+
+    try:
+        source = inspect.getsource(launch_module._distributed_worker)
+    except (AttributeError, OSError, TypeError):
+        return False
+    return "gloo" in source.lower()
+
+
+def launch_any_device(main_func, num_processes_per_machine, num_machines=1, machine_rank=0,
+                      dist_url=None, args=(), timeout=timedelta(minutes=30)):
+    """detectron2's ``launch`` on GPUs; gloo processes on the CPU when CUDA cannot serve them.
+
+    detectron2 v0.6's ``launch`` always initialises NCCL and asserts CUDA, so ``--num-gpus N``
+    failed on CPU-only machines; an upstream ``launch`` that handles CPUs is used as it is.
+    """
+    import torch
+    import torch.multiprocessing as mp
+    from detectron2.engine import launch
+
+    world_size = num_machines * num_processes_per_machine
+    if (world_size <= 1 or _launch_supports_cpu()
+            or (torch.cuda.is_available() and torch.cuda.device_count() >= num_processes_per_machine)):
+        return launch(main_func, num_processes_per_machine, num_machines=num_machines,
+                      machine_rank=machine_rank, dist_url=dist_url, args=args, timeout=timeout)
+    logger.warning(f"No {num_processes_per_machine} CUDA devices: launching {world_size} CPU processes (gloo).")
+    if dist_url in (None, "auto"):
+        if num_machines != 1:
+            raise ValueError("dist_url=auto needs num_machines == 1")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            dist_url = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    mp.spawn(_cpu_worker, nprocs=num_processes_per_machine,
+             args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout),
+             daemon=False)

@@ -1,18 +1,22 @@
-"""Config keys of InstanceFCN. Defaults are the paper's (Dai et al., ECCV 2016)."""
+"""Config keys of InstanceFCN (defaults are the paper's, Dai et al., ECCV 2016) and the one
+function that builds a project config from a YAML file and command-line overrides.
+
+``add_instancefcn_config`` only adds keys; values of Detectron2's own keys that a model needs
+(input sizes, pixel mean/std, ...) live in its YAML (configs/Base-InstanceFCN-*.yaml).
+"""
+import difflib
+import os
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
-__all__ = ["add_instancefcn_config"]
-
-# Caffe/Keras ImageNet VGG-16 input convention: BGR, 0-255, mean-subtracted, std 1.
-VGG_CAFFE_PIXEL_MEAN = [103.939, 116.779, 123.68]
-
+__all__ = ["add_instancefcn_config", "get_project_cfg", "merge_config"]
 
 def add_instancefcn_config(cfg):
-    """Add the MODEL.VGG and MODEL.INSTANCEFCN nodes (and our INPUT extras) to ``cfg``."""
+    """Add the MODEL.VGG and MODEL.INSTANCEFCN nodes to ``cfg``."""
     _C = cfg
 
     _C.MODEL.VGG = CN()
-    _C.MODEL.VGG.DEPTH = 16  # only VGG-16 (13 conv layers, no fc) is implemented
     _C.MODEL.VGG.OUT_FEATURES = ["conv5"]  # any of conv1..conv5 (outputs of each conv block)
     _C.MODEL.VGG.CONV5_DILATION = 2  # 2: pool4 stride 1 + dilated conv5 -> stride 8; 1: plain VGG, stride 16
     _C.MODEL.VGG.NORM = ""  # "" (as ImageNet VGG-16), or BN / SyncBN / FrozenBN / GN after each conv
@@ -47,11 +51,40 @@ def add_instancefcn_config(cfg):
     _C.TEST.PROPOSAL_EVAL_CATEGORY_IDS = []  # score AR on these dataset category ids only, other GT ignored; [] = all
     _C.TEST.PROPOSAL_BUDGET_RULE = "oln"  # "oln": top N cut first; "exclude_seen": drop proposals on other-category GT first
 
-    # Paper's training scales: shorter side 600 x 1.5^{-4..1}, sampled per image.
-    _C.INPUT.MIN_SIZE_TRAIN = (119, 178, 267, 400, 600, 900)
-    _C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
-    _C.INPUT.MAX_SIZE_TRAIN = 1500
-    # The model builds its own test pyramid (TEST_SCALES) from the original image.
-    _C.INPUT.MIN_SIZE_TEST = 0
-    _C.MODEL.PIXEL_MEAN = list(VGG_CAFFE_PIXEL_MEAN)
-    _C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]
+def get_project_cfg(config_file: str = "", opts=()):
+    """Detectron2's defaults + InstanceFCN's keys + ``config_file`` + ``opts`` (KEY VALUE list),
+    unfrozen; an unknown key raises with the closest known names."""
+    cfg = get_cfg()
+    add_instancefcn_config(cfg)
+    return merge_config(cfg, config_file, opts)
+
+
+def _all_keys(cfg, prefix=""):
+    for k, v in cfg.items():
+        full = f"{prefix}{k}"
+        yield full
+        if hasattr(v, "items"):
+            yield from _all_keys(v, full + ".")
+
+
+def merge_config(cfg, config_file: str = "", opts=()):
+    """``merge_from_file`` + ``merge_from_list`` with close-match hints for unknown keys."""
+    if config_file and not os.path.isfile(config_file):
+        raise FileNotFoundError(f"Config file not found: {config_file!r}")
+    where = f" in {config_file!r} (or a _BASE_ file it includes)"
+    try:
+        if config_file:
+            cfg.merge_from_file(config_file)
+        where = " in the command-line overrides"
+        cfg.merge_from_list(list(opts))
+    except (KeyError, AssertionError) as e:
+        msg = str(e.args[0]) if e.args else str(e)
+        # yacs raises KeyError for an unknown key in a file but AssertionError
+        # ("Non-existent key: ...") for one in the command-line opts.
+        if isinstance(e, AssertionError) and not msg.startswith("Non-existent"):
+            raise
+        bad = msg.split(":")[-1].strip().strip("'\"")
+        hints = difflib.get_close_matches(bad, list(_all_keys(cfg)), n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(hints)}?" if hints else ""
+        raise KeyError(f"{msg}{where}.{hint} (config keys: instancefcn_d2/config.py)") from None
+    return cfg

@@ -22,7 +22,7 @@ resized to ``m x m``; other objects in the window are background. That is what m
 score maps instance-sensitive.
 """
 import math
-from typing import Sequence, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F

@@ -9,10 +9,11 @@ import colorsys
 
 import cv2
 import numpy as np
-import torch
 
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
+
+from .evaluation.export import to_numpy
 
 __all__ = ["proposal_colors", "draw_proposals", "side_by_side"]
 
@@ -46,10 +47,6 @@ def proposal_colors(n):
     return colours
 
 
-def _numpy(x):
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
 def draw_proposals(image_bgr, instances, top_n=20, score_labels=True, alpha=0.5):
     """Overlay the ``top_n`` highest-scoring proposals of one image.
 
@@ -74,11 +71,11 @@ def draw_proposals(image_bgr, instances, top_n=20, score_labels=True, alpha=0.5)
     if len(instances) == 0:
         return image_rgb.copy()
 
-    scores = _numpy(instances.scores).astype(np.float64).reshape(-1)
+    scores = to_numpy(instances.scores).astype(np.float64).reshape(-1)
     order = np.argsort(-scores, kind="stable")
     if top_n is not None and top_n > 0:
         order = order[:top_n]
-    masks = _numpy(instances.pred_masks)[order]
+    masks = to_numpy(instances.pred_masks)[order]
     if masks.shape[1:] != (height, width):
         raise ValueError(f"masks are {masks.shape[1:]} but the image is {(height, width)}")
     masks = masks >= 0.5 if masks.dtype != np.bool_ else masks

@@ -33,19 +33,11 @@ def spawn():
 
 @pytest.fixture
 def project_cfg():
-    """``project_cfg(config_file=None, opts=())``: get_cfg + add_instancefcn_config + the YAML
-    (relative to the repository) + KEY VALUE overrides, as train_net.py builds it."""
-    import instancefcn_d2  # noqa: F401  (before detectron2)
-    from detectron2.config import get_cfg
-
-    from instancefcn_d2 import add_instancefcn_config
+    """``project_cfg(config_file=None, opts=())``: ``get_project_cfg`` with the YAML relative
+    to the repository, as train_net.py builds it."""
+    from instancefcn_d2.config import get_project_cfg
 
     def build(config_file=None, opts=()):
-        cfg = get_cfg()
-        add_instancefcn_config(cfg)
-        if config_file:
-            cfg.merge_from_file(os.path.join(REPO, config_file))
-        cfg.merge_from_list(list(opts))
-        return cfg
+        return get_project_cfg(os.path.join(REPO, config_file) if config_file else "", opts)
 
     return build

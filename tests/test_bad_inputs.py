@@ -10,7 +10,6 @@ run on images of at most ~64 px, so every test takes well under a second or two.
 """
 import json
 import logging
-import math
 import os
 import sys
 import uuid
@@ -23,7 +22,6 @@ from PIL import Image
 
 import instancefcn_d2  # noqa: F401  (compat shims + registrations, before detectron2)
 import instancefcn_d2.meta_arch as meta_arch_mod
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data.datasets import register_coco_instances
 from detectron2.evaluation import inference_on_dataset
@@ -31,8 +29,9 @@ from detectron2.modeling import build_model
 from detectron2.structures import BoxMode, Instances
 from pycocotools import mask as mask_util
 
-from instancefcn_d2 import InstanceFCNDatasetMapper, add_instancefcn_config
-from instancefcn_d2.engine import check_config, merge_config
+from instancefcn_d2 import InstanceFCNDatasetMapper
+from instancefcn_d2.config import get_project_cfg
+from instancefcn_d2.engine import check_config
 from instancefcn_d2.evaluation import SegmentProposalEvaluator
 from instancefcn_d2.weights import vgg16_param_shapes
 
@@ -52,9 +51,7 @@ SMALL = [
 
 
 def make_cfg(*opts, base=BASE_YAML):
-    cfg = get_cfg()
-    add_instancefcn_config(cfg)
-    return merge_config(cfg, base, SMALL + list(opts))
+    return get_project_cfg(base, SMALL + list(opts))
 
 
 def write_image(path, h=48, w=64, seed=0):
@@ -118,10 +115,8 @@ def train_step(model, batch):
 
 # ----------------------------------------------------------------------------- config
 def test_unknown_key_on_command_line_gets_close_match():
-    cfg = get_cfg()
-    add_instancefcn_config(cfg)
     with pytest.raises(KeyError) as e:
-        merge_config(cfg, BASE_YAML, ["MODEL.INSTANCEFCN.WINDOWSIZE", "5"])
+        get_project_cfg(BASE_YAML, ["MODEL.INSTANCEFCN.WINDOWSIZE", "5"])
     msg = str(e.value)
     assert "MODEL.INSTANCEFCN.WINDOWSIZE" in msg and "Did you mean MODEL.INSTANCEFCN.WINDOW_SIZE" in msg
     assert "command-line" in msg
@@ -130,17 +125,15 @@ def test_unknown_key_on_command_line_gets_close_match():
 def test_unknown_key_in_file_gets_close_match(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"_BASE_: {BASE_YAML}\nSOLVER:\n  BASE_LRR: 0.1\n")
-    cfg = get_cfg()
-    add_instancefcn_config(cfg)
     with pytest.raises(KeyError) as e:
-        merge_config(cfg, str(bad))
+        get_project_cfg(str(bad))
     assert "SOLVER.BASE_LRR" in str(e.value) and "Did you mean SOLVER.BASE_LR" in str(e.value)
     assert str(bad) in str(e.value)
 
 
 def test_missing_config_file():
     with pytest.raises(FileNotFoundError, match="Config file not found"):
-        merge_config(get_cfg(), "configs/nope.yaml")
+        get_project_cfg("configs/nope.yaml")
 
 
 def test_missing_weights_file():
@@ -423,14 +416,13 @@ def test_image_smaller_than_one_window(tmp_path, model):
     assert inst.image_size == (20, 20) and inst.pred_masks.shape[1:] == (20, 20)
 
 
-def test_image_larger_than_4000px_keeps_pyramid_capped(tmp_path, model, monkeypatch):
+def test_image_larger_than_4000px_keeps_pyramid_capped(tmp_path, model):
     h, w = 40, 4200  # > 4000 px; thin so the test itself stays small
     write_image(tmp_path / "panorama.png", h, w)
     d = InstanceFCNDatasetMapper(make_cfg(), False)(record(tmp_path / "panorama.png", [], h, w))
     assert tuple(d["image"].shape) == (3, h, w)  # MIN_SIZE_TEST 0: the model builds the pyramid
-    seen = []
-    heads = model._heads
-    monkeypatch.setattr(model, "_heads", lambda x: (seen.append(tuple(x.shape[-2:])), heads(x))[1])
+    seen = []  # the sizes the backbone is given
+    hook = model.backbone.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
     model.eval()
     model.test_scales, model.test_max_size = (64, 400), 512
     try:
@@ -439,6 +431,7 @@ def test_image_larger_than_4000px_keeps_pyramid_capped(tmp_path, model, monkeypa
         assert model.pyramid_sizes(6000, 4500) == [(85, 64), (512, 384)]
     finally:
         model.test_scales, model.test_max_size = (64,), 256
+        hook.remove()
     assert seen and all(max(s) <= 512 for s in seen)  # the backbone never sees the 4200-px image
     assert inst.image_size == (h, w) and len(inst) <= 20
     assert inst.pred_masks.shape == (len(inst), h, w)

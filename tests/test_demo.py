@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import instancefcn_d2  # noqa: F401  (must precede detectron2 imports)
-from instancefcn_d2.data.synthetic import generate_split
+from instancefcn_d2.data import generate_split
 from instancefcn_d2.visualize import draw_proposals, proposal_colors, side_by_side
 
 import pycocotools.mask as mask_util

@@ -5,7 +5,6 @@ and the test pyramid sizes.
 
 Most tests use a tiny backbone (one avg-pool to stride 8 + one conv) so they run in
 milliseconds; one module-scoped fixture builds the real VGG-16 model from the config."""
-import math
 import os
 from datetime import timedelta
 
@@ -18,12 +17,12 @@ import torch.nn.functional as F
 
 import instancefcn_d2  # noqa: F401  (compat shims + registrations, before detectron2)
 import instancefcn_d2.meta_arch as meta_arch_mod
-from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone, build_model
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
-from instancefcn_d2 import InstanceFCN, add_instancefcn_config
+from instancefcn_d2 import InstanceFCN
+from instancefcn_d2.config import get_project_cfg
 from instancefcn_d2.assembling import assemble_dense
 from instancefcn_d2.heads import InstanceBranch, ObjectnessBranch
 from instancefcn_d2.targets import WindowLabeler
@@ -128,27 +127,53 @@ SQ_ROWS, SQ_COLS = (2, 6), (3, 7)  # feature cells of a hand-made square
 PEAK = (4, 5)  # objectness peak; the window there (rows 1..7, cols 2..8) contains the square
 
 
-def fake_heads(square=True, peak_logit=5.0):
-    """Replacement for ``model._heads``: every score map +10 on the square, -10 elsewhere
-    (whatever cell it serves, the window assembles the square); objectness -20 except the peak."""
-    def heads(images):
-        n, _, h, w = images.shape
-        fh, fw = h // STRIDE, w // STRIDE
+class SquareScoreMaps(nn.Module):
+    """Stands in for the instance branch: every score map +10 on each square (feature-cell
+    ``(rows, cols)`` ranges), -10 elsewhere, so whatever cell a map serves, a window assembles
+    the squares it contains. ``(N, C, h, w) -> (N, k*k, h, w)``."""
+
+    def __init__(self, squares):
+        super().__init__()
+        self.squares = squares
+        self.k = K  # read by the model (the k x k grid of the maps)
+
+    def forward(self, x):
+        n, _, fh, fw = x.shape
         maps = torch.full((n, K * K, fh, fw), -10.0)
-        if square:
-            maps[:, :, SQ_ROWS[0]:SQ_ROWS[1], SQ_COLS[0]:SQ_COLS[1]] = 10.0
-        obj = torch.full((n, fh, fw), -20.0)
-        obj[:, PEAK[0], PEAK[1]] = peak_logit
-        # a few lower-ranked positions with distinct scores
-        obj[:, 0, 0], obj[:, 7, 9], obj[:, 3, 4] = -1.0, -2.0, -3.0
-        return [maps], [obj]
-    return heads
+        for rows, cols in self.squares:
+            maps[:, :, rows[0]:rows[1], cols[0]:cols[1]] = 10.0
+        return maps
+
+
+class ObjectnessAt(nn.Module):
+    """Stands in for the objectness branch: ``background`` except ``{(y, x): logit}``.
+    ``(N, C, h, w) -> (N, h, w)``."""
+
+    def __init__(self, logits, background=-20.0):
+        super().__init__()
+        self.logits, self.background = logits, background
+
+    def forward(self, x):
+        n, _, fh, fw = x.shape
+        obj = torch.full((n, fh, fw), self.background)
+        for (y, x_), v in self.logits.items():
+            obj[:, y, x_] = v
+        return obj
+
+
+# the peak, then a few lower-ranked positions with distinct scores
+PEAK_LOGITS = {PEAK: 5.0, (0, 0): -1.0, (7, 9): -2.0, (3, 4): -3.0}
+
+
+def fake_branches(squares=((SQ_ROWS, SQ_COLS),), logits=PEAK_LOGITS, background=-20.0):
+    """Constructor arguments of a tiny model whose branches output the hand-made maps above
+    (the backbone still runs: only the shapes of its features are used)."""
+    return dict(instance_branch=SquareScoreMaps(squares), objectness_branch=ObjectnessAt(logits, background))
 
 
 @pytest.mark.parametrize("scale", [1, 2])
-def test_inference_mask_lands_in_output_frame(monkeypatch, scale):
-    model = tiny_model(detections_per_image=5).eval()
-    monkeypatch.setattr(model, "_heads", fake_heads())
+def test_inference_mask_lands_in_output_frame(scale):
+    model = tiny_model(detections_per_image=5, **fake_branches()).eval()
     h, w = 64, 80  # feature map 8 x 10
     inp = {"image": rand_image(h, w)}
     if scale != 1:
@@ -176,9 +201,8 @@ def test_inference_mask_lands_in_output_frame(monkeypatch, scale):
     assert inst.pred_boxes.tensor[0].tolist() == [SQ_COLS[0] * s, SQ_ROWS[0] * s, SQ_COLS[1] * s, SQ_ROWS[1] * s]
 
 
-def test_inference_non_integer_output_scale(monkeypatch):
-    model = tiny_model(detections_per_image=5).eval()
-    monkeypatch.setattr(model, "_heads", fake_heads())
+def test_inference_non_integer_output_scale():
+    model = tiny_model(detections_per_image=5, **fake_branches()).eval()
     out = model([{"image": rand_image(64, 80), "height": 96, "width": 100}])[0]["instances"]
     check_contract(out, 96, 100, 5)
     sy, sx = 96 / 64, 100 / 80
@@ -186,9 +210,8 @@ def test_inference_non_integer_output_scale(monkeypatch):
     np.testing.assert_allclose(out.pred_boxes.tensor[0].numpy(), exp, atol=1.0)
 
 
-def test_inference_drops_empty_masks(monkeypatch):
-    model = tiny_model().eval()
-    monkeypatch.setattr(model, "_heads", fake_heads(square=False))
+def test_inference_drops_empty_masks():
+    model = tiny_model(**fake_branches(squares=())).eval()
     inst = model([{"image": rand_image(64, 80), "height": 32, "width": 40}])[0]["instances"]
     assert len(inst) == 0
     check_contract(inst, 32, 40, 1000)  # (0, 32, 40) bool masks, (0, 4) boxes, (0,) scores
@@ -411,9 +434,7 @@ def test_ddp_object_free_rank(tmp_path, spawn):
 
 # --------------------------------------------------------------------------- real config
 def vgg_cfg(**overrides):
-    cfg = get_cfg()
-    add_instancefcn_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "Base-InstanceFCN-VGG16.yaml"))
+    cfg = get_project_cfg(os.path.join(REPO, "configs", "Base-InstanceFCN-VGG16.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.INSTANCEFCN.TEST_SCALES = [64]
     cfg.TEST.DETECTIONS_PER_IMAGE = 20
@@ -474,27 +495,12 @@ def test_vgg_in_feature_not_in_backbone_raises():
 
 
 # --------------------------------------------------------------------------- border windows
-def _heads_from(square_rows, square_cols, obj_at):
-    """Fake ``_heads``: the square (+10 logits) on every score map, -10 elsewhere; objectness
-    -20 except ``{(y, x): logit}``."""
-    def heads(images):
-        n, _, h, w = images.shape
-        maps = torch.full((n, K * K, h // STRIDE, w // STRIDE), -10.0)
-        maps[:, :, square_rows[0]:square_rows[1], square_cols[0]:square_cols[1]] = 10.0
-        obj = torch.full((n, h // STRIDE, w // STRIDE), -20.0)
-        for (y, x), v in obj_at.items():
-            obj[:, y, x] = v
-        return [maps], [obj]
-    return heads
-
-
-def test_border_windows_empty_in_image_do_not_take_detection_slots(monkeypatch):
+def test_border_windows_empty_in_image_do_not_take_detection_slots():
     # 96 x 120 image, 12 x 15 feature map. The three corner windows rank first but see only
     # -10 logits inside the map (their off-map cells read zero-padded logits); the square's
     # window ranks 4th. With 3 detection slots the square must still come out.
-    model = tiny_model(detections_per_image=3, test_scales=(96,)).eval()
-    monkeypatch.setattr(model, "_heads", _heads_from((4, 8), (6, 10), {
-        (0, 0): 3.0, (0, 14): 2.0, (11, 0): 1.0, (6, 8): 0.0}))
+    model = tiny_model(detections_per_image=3, test_scales=(96,), **fake_branches(
+        [((4, 8), (6, 10))], {(0, 0): 3.0, (0, 14): 2.0, (11, 0): 1.0, (6, 8): 0.0})).eval()
     inst = model([{"image": rand_image(96, 120)}])[0]["instances"]
     check_contract(inst, 96, 120, 3)
     assert len(inst) >= 1
@@ -502,12 +508,11 @@ def test_border_windows_empty_in_image_do_not_take_detection_slots(monkeypatch):
     assert inst.pred_boxes.tensor[0].tolist() == [48.0, 32.0, 80.0, 64.0]
 
 
-def test_nms_suppresses_duplicates_of_an_object_at_the_border(monkeypatch):
+def test_nms_suppresses_duplicates_of_an_object_at_the_border():
     # A square on feature cells [0, 3) x [0, 3) (the image corner). Windows (0,0), (1,1), (2,2)
     # all contain it whole: the same proposal, whose tight box is the square; NMS keeps one.
-    model = tiny_model(test_scales=(64,)).eval()
-    monkeypatch.setattr(model, "_heads", _heads_from((0, 3), (0, 3), {
-        (1, 1): 3.0, (2, 2): 2.0, (0, 0): 1.0}))
+    model = tiny_model(test_scales=(64,), **fake_branches(
+        [((0, 3), (0, 3))], {(1, 1): 3.0, (2, 2): 2.0, (0, 0): 1.0})).eval()
     inst = model([{"image": rand_image(64, 80)}])[0]["instances"]
     check_contract(inst, 64, 80, 1000)
     assert inst.scores[0].item() == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item())
@@ -531,20 +536,11 @@ def test_inference_scores_exactly_the_windows_training_labels(h):
     assert len(sel) == expected
 
 
-def test_scores_do_not_saturate_and_follow_the_logits(monkeypatch):
+def test_scores_do_not_saturate_and_follow_the_logits():
     # float32 sigmoid is exactly 1.0 above logit ~16.6: three proposals of logits 30, 25, 20
     # would tie. Scores must stay distinct and in logit order.
-    model = tiny_model().eval()
-
-    def heads(images):
-        n, _, h, w = images.shape
-        maps = torch.full((n, K * K, h // STRIDE, w // STRIDE), -10.0)
-        maps[:, :, 0:2, 0:2] = maps[:, :, 5:7, 0:2] = maps[:, :, 0:2, 6:8] = 10.0
-        obj = torch.full((n, h // STRIDE, w // STRIDE), -30.0)
-        obj[:, 1, 1], obj[:, 6, 1], obj[:, 1, 7] = 20.0, 30.0, 25.0
-        return [maps], [obj]
-
-    monkeypatch.setattr(model, "_heads", heads)
+    model = tiny_model(**fake_branches([((0, 2), (0, 2)), ((5, 7), (0, 2)), ((0, 2), (6, 8))],
+                                       {(1, 1): 20.0, (6, 1): 30.0, (1, 7): 25.0}, background=-30.0)).eval()
     inst = model([{"image": rand_image(64, 64)}])[0]["instances"]
     assert inst.objectness_logits[:3].tolist() == [30.0, 25.0, 20.0]
     s = inst.scores[:3].tolist()

@@ -110,6 +110,8 @@ def test_two_gloo_processes_train_in_lockstep_and_evaluate_like_one(tmp_path, co
 
     two, one = info[0]["ar_2proc"], info[0]["ar_1proc"]
     assert info[0]["num_images"] == 3
-    assert set(two) == {"segm_proposals", "box_proposals"}
+    # the trainer's results also carry the forward time per image ("inference"), which differs
+    assert set(two) == {"segm_proposals", "box_proposals", "inference"}
+    two.pop("inference")
     assert json.dumps(two, sort_keys=True) == json.dumps(one, sort_keys=True)  # NaN-safe equality
     assert two["box_proposals"]["AR@100"] > 0  # a non-trivial number to agree on

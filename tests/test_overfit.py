@@ -12,11 +12,10 @@ import pytest
 import torch
 
 import instancefcn_d2  # noqa: F401
-from instancefcn_d2 import add_instancefcn_config
+from instancefcn_d2.config import get_project_cfg
 from instancefcn_d2.data import InstanceFCNDatasetMapper, generate_split, summarize_split
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data.datasets import load_coco_json
 from detectron2.modeling import build_model
 from pycocotools import mask as mask_util
@@ -54,9 +53,7 @@ def test_overfits_one_image_of_touching_objects(tmp_path):
     record, gt_masks = _touching_scene(tmp_path)
     h, w = record["height"], record["width"]
 
-    cfg = get_cfg()
-    add_instancefcn_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "Base-InstanceFCN-VGG16.yaml"))
+    cfg = get_project_cfg(os.path.join(REPO, "configs", "Base-InstanceFCN-VGG16.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.BACKBONE.FREEZE_AT = 3
     cfg.INPUT.MIN_SIZE_TRAIN = (min(h, w),)  # native size: every object fits the window's scale

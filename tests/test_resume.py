@@ -235,14 +235,10 @@ def test_tag_is_atomic_and_stale_partial_files_are_removed(tmp_path, monkeypatch
 
 
 def test_resume_with_a_dangling_last_checkpoint_fails_early(tmp_path):
-    from detectron2.config import get_cfg
+    from instancefcn_d2.config import get_project_cfg
+    from instancefcn_d2.engine import check_config
 
-    from instancefcn_d2 import add_instancefcn_config
-    from instancefcn_d2.engine import check_config, merge_config
-
-    cfg = get_cfg()
-    add_instancefcn_config(cfg)
-    merge_config(cfg, QUICKSTART, fast_opts(tmp_path) + ["DATASETS.TRAIN", "()"])
+    cfg = get_project_cfg(QUICKSTART, fast_opts(tmp_path) + ["DATASETS.TRAIN", "()"])
     (tmp_path / "model_0000003.pth").write_bytes(b"x")
     (tmp_path / "last_checkpoint").write_text("model_0000007.pth")  # e.g. deleted by hand
     with pytest.raises(FileNotFoundError) as e:

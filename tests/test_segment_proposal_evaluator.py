@@ -24,7 +24,9 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from instancefcn_d2.evaluation import (
     SegmentProposalEvaluator,
     instances_to_coco_results,
+    instances_to_proposal_record,
     write_coco_results,
+    write_proposal_pickle,
 )
 from instancefcn_d2.evaluation import segment_proposals as sp
 
@@ -517,6 +519,22 @@ def test_instances_to_coco_results_roundtrip(tmp_path):
     assert json.load(open(tmp_path / "r.json")) == res
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     assert instances_to_coco_results(inst[[]], 5) == []
+
+
+def test_image_ids_are_stored_as_python_values(tmp_path):
+    """numpy / tensor integer ids come out as plain ints in the JSON and the pickle; other ids
+    (file stems) unchanged."""
+    inst = Instances((8, 8), pred_masks=torch.ones(1, 8, 8, dtype=torch.bool),
+                     pred_boxes=Boxes(torch.tensor([[0.0, 0.0, 8.0, 8.0]])), scores=torch.tensor([0.5]))
+    res = instances_to_coco_results(inst, torch.tensor(3))
+    assert type(res[0]["image_id"]) is int and json.loads(json.dumps(res))[0]["image_id"] == 3
+    records = [instances_to_proposal_record(inst, torch.tensor(7)),
+               (np.int64(8), np.zeros((0, 4)), np.zeros(0)), ("img_a", np.zeros((0, 4)), np.zeros(0))]
+    assert type(records[0][0]) is int
+    write_proposal_pickle(records, tmp_path / "p.pkl")
+    with open(tmp_path / "p.pkl", "rb") as f:
+        ids = pickle.load(f)["ids"]
+    assert ids == [7, 8, "img_a"] and [type(i) for i in ids] == [int, int, str]
 
 
 def test_gather_with_a_real_process_group(json_dataset, tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
+from instancefcn_d2 import data as D
 from instancefcn_d2.data import synthetic as S
 
 SMALL = dict(min_size=96, max_size=128)
@@ -30,14 +31,14 @@ def _decode(ann, h, w):
 def split(tmp_path_factory):
     """30 small images; with the default quotas that is 2 empty and 3 crowd images."""
     root = str(tmp_path_factory.mktemp("synthetic"))
-    json_path = S.generate_split(root, "train", 30, seed=5, **SMALL)
+    json_path = D.generate_split(root, "train", 30, seed=5, **SMALL)
     return root, _load(json_path)
 
 
 def test_deterministic_for_a_seed(tmp_path):
     a, b, c = (str(tmp_path / n) for n in "abc")
     for root, seed in ((a, 11), (b, 11), (c, 12)):
-        S.generate_split(root, "val", 4, seed, **SMALL)
+        D.generate_split(root, "val", 4, seed, **SMALL)
     ja, jb, jc = (open(os.path.join(r, "val.json"), "rb").read() for r in (a, b, c))
     assert ja == jb
     assert ja != jc
@@ -142,17 +143,17 @@ def test_uncompressed_rle_round_trip():
 def test_ensure_dataset_skips_when_up_to_date(tmp_path):
     root = str(tmp_path / "ds")
     splits = {"train": (3, 1), "val": (2, 2)}
-    assert S.ensure_dataset(root, splits, **SMALL) == ["train", "val"]
-    json_path, _ = S.split_paths(root, "train")
+    assert D.ensure_dataset(root, splits, **SMALL) == ["train", "val"]
+    json_path, _ = D.split_paths(root, "train")
     mtime = os.stat(json_path).st_mtime_ns
-    assert S.ensure_dataset(root, splits, **SMALL) == []
+    assert D.ensure_dataset(root, splits, **SMALL) == []
     assert os.stat(json_path).st_mtime_ns == mtime
     # A changed split is regenerated on its own.
-    assert S.ensure_dataset(root, {"train": (3, 1), "val": (3, 2)}, **SMALL) == ["val"]
+    assert D.ensure_dataset(root, {"train": (3, 1), "val": (3, 2)}, **SMALL) == ["val"]
     assert os.stat(json_path).st_mtime_ns == mtime
     # So is one whose files went missing.
     os.remove(json_path)
-    assert S.ensure_dataset(root, {"train": (3, 1), "val": (3, 2)}, **SMALL) == ["train"]
+    assert D.ensure_dataset(root, {"train": (3, 1), "val": (3, 2)}, **SMALL) == ["train"]
 
 
 def test_register_and_load_through_detectron2(tmp_path):
@@ -163,8 +164,8 @@ def test_register_and_load_through_detectron2(tmp_path):
     root = str(tmp_path / "ds")
     splits = {"train": (6, 3), "val": (2, 4)}
     try:
-        assert S.register_synthetic(root, names, splits, **SMALL) == names
-        S.register_synthetic(root, names, splits, **SMALL)  # idempotent
+        assert D.register_synthetic(root, names, splits, **SMALL) == names
+        D.register_synthetic(root, names, splits, **SMALL)  # idempotent
         dicts = DatasetCatalog.get(names[0])
         assert len(dicts) == 6 and len(DatasetCatalog.get(names[1])) == 2
         meta = MetadataCatalog.get(names[0])

@@ -7,11 +7,10 @@ import torch
 import torch.nn as nn
 
 import instancefcn_d2  # noqa: F401  (compat shims + registrations, before detectron2)
-from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, build_backbone
 
-from instancefcn_d2 import add_instancefcn_config
+from instancefcn_d2.config import get_project_cfg
 from instancefcn_d2.backbone.vgg import VGG16, VGG16_BLOCKS, build_vgg16_backbone
 
 ALL = ["conv1", "conv2", "conv3", "conv4", "conv5"]
@@ -297,8 +296,7 @@ def test_frozen_blocks_get_no_gradient():
 
 # --------------------------------------------------------------------------- config / errors
 def _cfg(**vgg):
-    cfg = get_cfg()
-    add_instancefcn_config(cfg)
+    cfg = get_project_cfg()
     cfg.MODEL.BACKBONE.NAME = "build_vgg16_backbone"
     for k, v in vgg.items():
         setattr(cfg.MODEL.VGG, k, v)
@@ -311,7 +309,6 @@ def test_registered_in_backbone_registry():
 
 def test_config_defaults():
     cfg = _cfg()
-    assert cfg.MODEL.VGG.DEPTH == 16
     assert cfg.MODEL.VGG.CONV5_DILATION == 2
     assert list(cfg.MODEL.VGG.OUT_FEATURES) == ["conv5"]
     bb = build_backbone(cfg)
@@ -352,7 +349,7 @@ def test_build_backbone_uses_input_channels():
 
 @pytest.mark.parametrize(
     "key, value",
-    [("CONV5_DILATION", 3), ("OUT_FEATURES", ["conv6"]), ("OUT_FEATURES", ["res5"]), ("DEPTH", 19)],
+    [("CONV5_DILATION", 3), ("OUT_FEATURES", ["conv6"]), ("OUT_FEATURES", ["res5"])],
 )
 def test_bad_config_values_raise(key, value):
     cfg = _cfg(**{key: value})

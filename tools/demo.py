@@ -24,8 +24,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import instancefcn_d2  # noqa: E402,F401  (registers the model; must precede detectron2 imports)
-from instancefcn_d2 import add_instancefcn_config  # noqa: E402
-from instancefcn_d2.engine import merge_config  # noqa: E402
+from instancefcn_d2.config import get_project_cfg  # noqa: E402
+from instancefcn_d2.engine import check_weights  # noqa: E402
 from instancefcn_d2.evaluation.export import (  # noqa: E402
     instances_to_coco_results,
     instances_to_proposal_record,
@@ -37,7 +37,6 @@ from instancefcn_d2.visualize import draw_proposals  # noqa: E402
 import cv2  # noqa: E402
 import torch  # noqa: E402
 
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.engine import DefaultPredictor  # noqa: E402
 
@@ -120,27 +119,13 @@ def _image_id(path, index, mode):
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_instancefcn_config(cfg)
-    merge_config(cfg, args.config_file, args.opts)
+    cfg = get_project_cfg(args.config_file, args.opts)
     device_given = "MODEL.DEVICE" in list(args.opts)[0::2]
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available() and not device_given:
         logger.info(f"CUDA is not available: running on the CPU (config had MODEL.DEVICE={cfg.MODEL.DEVICE}).")
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     return cfg
-
-
-def _check_weights(weights):
-    if not weights:
-        logger.warning("MODEL.WEIGHTS is empty: the model is randomly initialised and its proposals "
-                       "are meaningless. Pass --opts MODEL.WEIGHTS path/to/model_final.pth.")
-        return
-    if "://" not in weights and not os.path.isfile(weights):
-        raise FileNotFoundError(
-            f"MODEL.WEIGHTS={weights!r} does not exist. Point it at a trained model, e.g. "
-            "--opts MODEL.WEIGHTS output/quickstart/model_final.pth"
-        )
 
 
 def _fmt_seconds(s):
@@ -171,7 +156,7 @@ def main(argv=None):
             return 2
 
     cfg = setup_cfg(args)
-    _check_weights(cfg.MODEL.WEIGHTS)
+    check_weights(cfg, inference=True)
     # DefaultPredictor resizes with ResizeShortestEdge(MIN_SIZE_TEST); our configs set it to 0,
     # for which detectron2 v0.6 returns a NoOpTransform: the model builds its own pyramid.
     predictor = DefaultPredictor(cfg)

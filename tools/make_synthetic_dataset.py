@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from instancefcn_d2.data import synthetic as S  # noqa: E402
+from instancefcn_d2.data import synthetic_splits as S  # noqa: E402
 from instancefcn_d2.data.datasets import SYNTHETIC_PRESETS, preset_root  # noqa: E402
 
 

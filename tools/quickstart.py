@@ -18,7 +18,6 @@ RESULTS_DIR/k1_vs_k5.png (a val image with touching objects).
 RESULTS_DIR/quickstart.json (default: OUTPUT_DIR/quickstart.json) holds the whole record: the AR
 of each model, each stage's seconds (set-up is outside this script), the machine (tools/machine.py:
 CPU, threads, GEMM peak, load average at start and whether it was idle, versions, git commit).
-``tools/render_results.py`` turns it into RESULTS.md's tables.
 """
 import argparse
 import json
@@ -78,15 +77,15 @@ def train_eval_draw(config, output_dir, opts, num_pictures):
 
 
 def _test_dataset(opts):
-    name = "synthetic_val"
-    if "DATASETS.TEST" in opts:
-        name = opts[opts.index("DATASETS.TEST") + 1].strip("()',\" ")
-    return name
+    """The first DATASETS.TEST of the quick-start config with ``opts``."""
+    import instancefcn_d2  # noqa: F401  (before detectron2)
+    from instancefcn_d2.config import get_project_cfg
+
+    return get_project_cfg(os.path.join(REPO, CONFIG), opts).DATASETS.TEST[0]
 
 
 def val_images(opts):
     """File names of the test split, most crowded first (touching objects make the best pictures)."""
-    import instancefcn_d2  # noqa: F401
     from detectron2.data import DatasetCatalog
     from instancefcn_d2.data import register_project_datasets
 

@@ -11,7 +11,6 @@ Caffe model, so converted checkpoints read naturally.
 """
 from typing import Dict, List
 
-import torch.nn as nn
 import torch.nn.functional as F
 
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec, get_norm
@@ -122,8 +121,6 @@ class VGG16(Backbone):
 @BACKBONE_REGISTRY.register()
 def build_vgg16_backbone(cfg, input_shape: ShapeSpec):
     """``MODEL.BACKBONE.NAME: "build_vgg16_backbone"``; reads ``MODEL.VGG.*``."""
-    if cfg.MODEL.VGG.DEPTH != 16:
-        raise ValueError(f"MODEL.VGG.DEPTH={cfg.MODEL.VGG.DEPTH}: only VGG-16 is implemented")
     return VGG16(
         out_features=cfg.MODEL.VGG.OUT_FEATURES,
         conv5_dilation=cfg.MODEL.VGG.CONV5_DILATION,

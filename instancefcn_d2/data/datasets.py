@@ -15,15 +15,18 @@
 Only the names a config actually uses are registered (and, for synthetic data, generated).
 """
 import json
+import logging
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, register_coco_instances
 
-from .synthetic import default_root, register_synthetic
+from .synthetic_splits import default_root, ensure_dataset, split_paths
 
 __all__ = ["SYNTHETIC_PRESETS", "first_images_in_file_order", "preset_root", "project_dataset_names",
-           "register_project_datasets"]
+           "register_project_datasets", "register_project_datasets_main_first", "register_synthetic"]
+
+logger = logging.getLogger(__name__)
 
 # name -> (json under $DETECTRON2_DATASETS/coco, image folder, number of leading images)
 COCO_FIRST_N = {"coco_2014_val_first5k": ("annotations/instances_val2014.json", "val2014", 5000)}
@@ -85,6 +88,26 @@ def first_images_in_file_order(json_file, image_root, dataset_name, num_images):
     return [dicts[i] for i in ids if i in dicts]
 
 
+def register_synthetic(root, names, splits, **params):
+    """Ensure the data exists, then register each split as a COCO instances dataset.
+
+    ``names[i]`` is registered for the i-th split of ``splits`` ({split: (num_images, seed)};
+    the project's own sets are ``datasets.SYNTHETIC_PRESETS``). Names already in
+    ``DatasetCatalog`` are left alone. Returns ``names``.
+    """
+    root = default_root() if root is None else root
+    if len(names) != len(splits):
+        raise ValueError(f"{len(names)} names for {len(splits)} splits ({list(splits)})")
+    ensure_dataset(root, splits, **params)
+    for name, split in zip(names, splits):
+        if name in DatasetCatalog.list():
+            logger.debug("Dataset '%s' is already registered", name)
+            continue
+        json_path, image_root = split_paths(root, split)
+        register_coco_instances(name, {}, json_path, image_root)
+    return tuple(names)
+
+
 def register_project_datasets(cfg=None, names=None):
     """Register the project's datasets named in ``cfg.DATASETS`` (or in ``names``)."""
     if names is None:
@@ -118,3 +141,18 @@ def register_project_datasets(cfg=None, names=None):
                     "JSON first (README, 'VOC / SBD')."
                 )
             register_coco_instances(name, {}, json_file, os.path.join(voc_root, "JPEGImages"))
+
+
+def register_project_datasets_main_first(cfg):
+    """``register_project_datasets(cfg)`` in every process of a run, the main process first.
+
+    Synthetic data is generated on first use: by the main process alone, the others wait
+    (with N processes writing the same folder at once, files could be deleted mid-write).
+    """
+    from detectron2.utils import comm
+
+    if not comm.is_main_process():
+        comm.synchronize()
+    register_project_datasets(cfg)
+    if comm.is_main_process():
+        comm.synchronize()

@@ -21,6 +21,7 @@ from ..fileio import atomic_write
 
 __all__ = [
     "PROPOSAL_CATEGORY_ID",
+    "to_numpy",
     "instances_to_coco_results",
     "instances_to_proposal_record",
     "write_coco_results",
@@ -40,19 +41,23 @@ _ENCODE_CHUNK = 64
 _XYXY_ABS = 0
 
 
-def _to_numpy(x, dtype):
+def to_numpy(x, dtype=None):
+    """A tensor (any device) or array-like as a numpy array (of ``dtype`` when given)."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
+
+
+def _image_id(image_id):
+    """A dataset ``image_id`` as stored: numpy / tensor integers as Python ints (JSON, pickle)."""
+    return int(image_id) if isinstance(image_id, (np.integer, torch.Tensor)) else image_id
 
 
 def _encode_masks(masks):
     """(N, H, W) bool/uint8 tensor or array -> list of N compressed RLEs with str counts."""
     rles = []
     for start in range(0, len(masks), _ENCODE_CHUNK):
-        chunk = masks[start : start + _ENCODE_CHUNK]
-        if isinstance(chunk, torch.Tensor):
-            chunk = chunk.detach().cpu().numpy()
+        chunk = to_numpy(masks[start : start + _ENCODE_CHUNK])
         if chunk.dtype != np.bool_ and chunk.dtype != np.uint8:
             chunk = chunk >= 0.5  # soft masks: binarise as the model does
         # pycocotools wants (H, W, N), Fortran order, uint8.
@@ -86,14 +91,13 @@ def instances_to_coco_results(instances, image_id):
     num = len(instances)
     if num == 0:
         return []
-    scores = _to_numpy(instances.scores, np.float64).reshape(-1).tolist()
+    scores = to_numpy(instances.scores, np.float64).reshape(-1).tolist()
     rles = _encode_masks(instances.pred_masks)
     if instances.has("pred_boxes"):
-        boxes = _xyxy_to_xywh(_to_numpy(instances.pred_boxes.tensor, np.float64)).tolist()
+        boxes = _xyxy_to_xywh(to_numpy(instances.pred_boxes.tensor, np.float64)).tolist()
     else:
         boxes = mask_util.toBbox(rles).tolist()
-    if isinstance(image_id, (np.integer, torch.Tensor)):
-        image_id = int(image_id)
+    image_id = _image_id(image_id)
     return [
         {
             "image_id": image_id,
@@ -111,20 +115,19 @@ def instances_to_proposal_record(instances, image_id):
 
     Uses ``objectness_logits`` when present, else the logit of ``scores``.
     """
-    if isinstance(image_id, (np.integer, torch.Tensor)):
-        image_id = int(image_id)
+    image_id = _image_id(image_id)
     if len(instances) == 0:
         return image_id, np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
     if instances.has("pred_boxes"):
-        boxes = _to_numpy(instances.pred_boxes.tensor, np.float32).reshape(-1, 4)
+        boxes = to_numpy(instances.pred_boxes.tensor, np.float32).reshape(-1, 4)
     else:
         rles = _encode_masks(instances.pred_masks)
         boxes = mask_util.toBbox(rles).astype(np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
     if instances.has("objectness_logits"):
-        logits = _to_numpy(instances.objectness_logits, np.float32).reshape(-1)
+        logits = to_numpy(instances.objectness_logits, np.float32).reshape(-1)
     else:
-        p = _to_numpy(instances.scores, np.float64).clip(1e-6, 1 - 1e-6)
+        p = to_numpy(instances.scores, np.float64).clip(1e-6, 1 - 1e-6)
         logits = np.log(p / (1 - p)).astype(np.float32).reshape(-1)
     return image_id, boxes, logits
 
@@ -149,7 +152,7 @@ def write_proposal_pickle(records, path):
         s = np.asarray(s, dtype=np.float32).reshape(-1)
         if len(b) != len(s):
             raise ValueError(f"image {image_id}: {len(b)} boxes but {len(s)} objectness logits")
-        ids.append(int(image_id) if isinstance(image_id, np.integer) else image_id)
+        ids.append(_image_id(image_id))
         boxes.append(b)
         logits.append(s)
     data = {"ids": ids, "boxes": boxes, "objectness_logits": logits, "bbox_mode": _XYXY_ABS}

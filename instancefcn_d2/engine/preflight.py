@@ -1,65 +1,14 @@
-"""Training-time plumbing: config checks that fail early and clearly, and launching on any device.
-
-detectron2's ``launch`` (v0.6) always initialises NCCL and asserts CUDA, and its
-``create_ddp_model`` passes ``device_ids`` that a CPU module rejects. ``launch_any_device``
-and ``cpu_ddp_support`` make ``--num-gpus N`` work with gloo on CPU-only machines too, and
-defer to detectron2 untouched whenever enough GPUs are present.
-"""
-import contextlib
+"""Preflight checks: a config, its datasets and its weights are checked before any work starts,
+so that a bad path or value fails in seconds with a clear message instead of hours in."""
 import difflib
 import logging
 import os
-from datetime import timedelta
-
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from detectron2.data import DatasetCatalog
-from detectron2.engine import launch
-from detectron2.utils import comm
 
-__all__ = [
-    "merge_config",
-    "check_config",
-    "check_dataset_files",
-    "explain_nonfinite_loss",
-    "launch_any_device",
-    "cpu_ddp_support",
-]
+__all__ = ["check_config", "check_dataset_files", "check_weights"]
 
 logger = logging.getLogger(__name__)
-
-
-def _all_keys(cfg, prefix=""):
-    for k, v in cfg.items():
-        full = f"{prefix}{k}"
-        yield full
-        if hasattr(v, "items"):
-            yield from _all_keys(v, full + ".")
-
-
-def merge_config(cfg, config_file: str = "", opts=()):
-    """``merge_from_file`` + ``merge_from_list`` with close-match hints for unknown keys."""
-    if config_file and not os.path.isfile(config_file):
-        raise FileNotFoundError(f"Config file not found: {config_file!r}")
-    where = f" in {config_file!r} (or a _BASE_ file it includes)"
-    try:
-        if config_file:
-            cfg.merge_from_file(config_file)
-        where = " in the command-line overrides"
-        cfg.merge_from_list(list(opts))
-    except (KeyError, AssertionError) as e:
-        msg = str(e.args[0]) if e.args else str(e)
-        # yacs raises KeyError for an unknown key in a file but AssertionError
-        # ("Non-existent key: ...") for one in the command-line opts.
-        if isinstance(e, AssertionError) and not msg.startswith("Non-existent"):
-            raise
-        bad = msg.split(":")[-1].strip().strip("'\"")
-        hints = difflib.get_close_matches(bad, list(_all_keys(cfg)), n=3, cutoff=0.6)
-        hint = f" Did you mean {' or '.join(hints)}?" if hints else ""
-        raise KeyError(f"{msg}{where}.{hint} (config keys: instancefcn_d2/config.py)") from None
-    return cfg
 
 
 def check_config(cfg, training: bool = True, resume: bool = False, check_files: bool = True,
@@ -108,7 +57,7 @@ def check_config(cfg, training: bool = True, resume: bool = False, check_files: 
     if resume and os.path.isfile(last):
         _check_last_checkpoint(last)
     else:
-        _check_weights(cfg)
+        check_weights(cfg)
     if check_files:
         train = [(name, _checked_dataset_dicts(name, split)) for split, name in datasets]
         train = [(name, dicts) for (split, _), (name, dicts) in zip(datasets, train) if split == "DATASETS.TRAIN"]
@@ -117,7 +66,7 @@ def check_config(cfg, training: bool = True, resume: bool = False, check_files: 
 
 
 def _log_scale_coverage(cfg, named_dicts, config_file):
-    from .scale_coverage import ObjectSizes, check_scale_coverage, scale_setup_from_config
+    from ..scale_coverage import ObjectSizes, check_scale_coverage, scale_setup_from_config
 
     names = [name for name, _ in named_dicts]
     objs = ObjectSizes.from_dataset_dicts(d for _, dicts in named_dicts for d in dicts)
@@ -128,8 +77,8 @@ def _log_scale_coverage(cfg, named_dicts, config_file):
 def _check_category_subsets(cfg, training):
     """Open-world keys: known values, and category ids that exist in the datasets (so that a
     typo fails now, not when the evaluator is built after training)."""
-    from .data.categories import UNSEEN_AS, contiguous_category_ids
-    from .evaluation.open_world import BUDGET_RULES
+    from ..data.categories import UNSEEN_AS, contiguous_category_ids
+    from ..evaluation.open_world import BUDGET_RULES
 
     if cfg.DATASETS.TRAIN_UNSEEN_AS not in UNSEEN_AS:
         raise ValueError(f"DATASETS.TRAIN_UNSEEN_AS must be one of {UNSEEN_AS}, got {cfg.DATASETS.TRAIN_UNSEEN_AS!r}")
@@ -148,7 +97,7 @@ def _check_category_subsets(cfg, training):
 
 def _project_names():
     """Dataset names this project can register (close-match candidates for typos)."""
-    from .data.datasets import project_dataset_names
+    from ..data.datasets import project_dataset_names
 
     return set(project_dataset_names())
 
@@ -166,18 +115,31 @@ def _check_last_checkpoint(last):
         )
 
 
-def _check_weights(cfg):
+def check_weights(cfg, inference: bool = False):
+    """Raise unless MODEL.WEIGHTS is empty, a URL, or a file that can initialise the model.
+
+    ``inference`` (tools/demo.py): an empty MODEL.WEIGHTS is only warned about (a random
+    model runs, but its proposals are meaningless) and the hints name a trained model.
+    """
     weights = cfg.MODEL.WEIGHTS
-    if not weights or "://" in weights:
+    if not weights:
+        if inference:
+            logger.warning("MODEL.WEIGHTS is empty: the model is randomly initialised and its proposals "
+                           "are meaningless. Pass --opts MODEL.WEIGHTS path/to/model_final.pth.")
+        return
+    if "://" in weights:
         return
     if not os.path.isfile(weights):
         raise FileNotFoundError(
-            f"MODEL.WEIGHTS={weights!r} does not exist. For the ImageNet VGG-16 start run "
-            "`bash tools/setup.sh` (it writes weights/vgg16_caffe_imagenet.pth), or point "
-            "MODEL.WEIGHTS at a trained model_final.pth."
+            f"MODEL.WEIGHTS={weights!r} does not exist. " + (
+                "Point it at a trained model, e.g. --opts MODEL.WEIGHTS output/quickstart/model_final.pth"
+                if inference else
+                "For the ImageNet VGG-16 start run `bash tools/setup.sh` (it writes "
+                "weights/vgg16_caffe_imagenet.pth), or point MODEL.WEIGHTS at a trained model_final.pth."
+            )
         )
     if cfg.MODEL.BACKBONE.NAME in ("build_vgg16_backbone", "build_vgg16_fpn_backbone"):
-        from .weights import check_vgg16_checkpoint
+        from ..weights import check_vgg16_checkpoint
 
         # An ImageNet start names the layers backbone.conv*; a trained VGG-16-FPN model has
         # them under backbone.bottom_up. (the FPN's load hook accepts both).
@@ -254,83 +216,3 @@ def _checked_dataset_dicts(name: str, split: str, max_names: int = 5):
         )
     logger.info(f"{split}: dataset {name!r}: {len(dicts)} images, all files present.")
     return dicts
-
-
-def explain_nonfinite_loss(cfg, error: Exception, last_checkpoint: str = "") -> FloatingPointError:
-    """detectron2's "Loss became infinite or NaN" error, with what to check and how to go on."""
-    s = cfg.SOLVER
-    clip = s.CLIP_GRADIENTS
-    lines = [
-        str(error),
-        "Likely causes, most common first:",
-        f"  * learning rate too high: SOLVER.BASE_LR={s.BASE_LR} (try 1/10 of it) or a longer "
-        f"warmup (SOLVER.WARMUP_ITERS={s.WARMUP_ITERS});",
-        "  * gradient clipping "
-        + (f"is on (CLIP_TYPE={clip.CLIP_TYPE}, CLIP_VALUE={clip.CLIP_VALUE}): try a smaller CLIP_VALUE;"
-           if clip.ENABLED else
-           "is off: set SOLVER.CLIP_GRADIENTS.ENABLED True (CLIP_TYPE norm, CLIP_VALUE 10);"),
-        f"  * MODEL.PIXEL_MEAN={list(cfg.MODEL.PIXEL_MEAN)} / PIXEL_STD={list(cfg.MODEL.PIXEL_STD)} may not "
-        "match the weights (Caffe VGG-16: mean [103.939, 116.779, 123.68], std [1, 1, 1]; torchvision "
-        "VGG-16: see instancefcn_d2/weights.py);",
-        "  * a broken image or annotation in this batch (look for warnings above).",
-    ]
-    if last_checkpoint:
-        lines.append(
-            f"The last good checkpoint is {last_checkpoint}. With --resume the optimizer and LR "
-            "schedule come back from it (a changed SOLVER.BASE_LR is ignored); to restart with new "
-            f"solver settings use MODEL.WEIGHTS {last_checkpoint} and a new OUTPUT_DIR."
-        )
-    return FloatingPointError("\n".join(lines))
-
-
-@contextlib.contextmanager
-def cpu_ddp_support():
-    """Within the block, detectron2's ``create_ddp_model`` works for CPU models (gloo)."""
-    import detectron2.engine.defaults as defaults
-
-    original = defaults.create_ddp_model
-
-    def create_ddp_model(model, *, fp16_compression=False, **kwargs):
-        if comm.get_world_size() > 1 and next(model.parameters()).device.type == "cpu":
-            kwargs["device_ids"] = None
-        return original(model, fp16_compression=fp16_compression, **kwargs)
-
-    defaults.create_ddp_model = create_ddp_model
-    try:
-        yield
-    finally:
-        defaults.create_ddp_model = original
-
-
-def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout):
-    rank = machine_rank * num_per_machine + local_rank
-    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size, rank=rank,
-                            timeout=timeout)
-    num_machines = world_size // num_per_machine
-    for i in range(num_machines):
-        group = dist.new_group(list(range(i * num_per_machine, (i + 1) * num_per_machine)))
-        if i == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = group
-    comm.synchronize()
-    main_func(*args)
-
-
-def launch_any_device(main_func, num_processes_per_machine, num_machines=1, machine_rank=0,
-                      dist_url=None, args=(), timeout=timedelta(minutes=30)):
-    """detectron2's ``launch`` on GPUs; gloo processes on the CPU when CUDA cannot serve them."""
-    world_size = num_machines * num_processes_per_machine
-    if world_size <= 1 or (torch.cuda.is_available() and torch.cuda.device_count() >= num_processes_per_machine):
-        return launch(main_func, num_processes_per_machine, num_machines=num_machines,
-                      machine_rank=machine_rank, dist_url=dist_url, args=args, timeout=timeout)
-    logger.warning(f"No {num_processes_per_machine} CUDA devices: launching {world_size} CPU processes (gloo).")
-    if dist_url in (None, "auto"):
-        if num_machines != 1:
-            raise ValueError("dist_url=auto needs num_machines == 1")
-        import socket
-
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            dist_url = f"tcp://127.0.0.1:{s.getsockname()[1]}"
-    mp.spawn(_cpu_worker, nprocs=num_processes_per_machine,
-             args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout),
-             daemon=False)
