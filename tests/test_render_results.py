@@ -101,3 +101,10 @@ def test_check_rewrite_and_missing_blocks(tmp_path):
                   "<!-- BEGIN small_objects -->\n<!-- END small_objects -->\n")
     with pytest.raises(SystemExit, match="open_world_synthetic.*no results file"):
         R.main(args)
+
+
+def test_readme_figures_are_what_the_committed_results_render():
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    assert "<!-- BEGIN quickstart_variants -->" in text
+    assert R.fill(text, R.render_blocks(os.path.join(REPO, "results")), every_block=False) == text

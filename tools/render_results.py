@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Regenerate RESULTS.md's tables from the results files the tools write.
 
-    python tools/render_results.py            # rewrite the marked blocks of RESULTS.md
+    python tools/render_results.py            # rewrite the marked blocks of RESULTS.md and README.md
     python tools/render_results.py --check    # exit 1 (and show the difference) if they are stale
 
 Every table of figures in RESULTS.md sits between ``<!-- BEGIN name -->`` and
@@ -148,18 +148,19 @@ def render_blocks(results_dir):
     return blocks
 
 
-def fill(markdown, blocks):
+def fill(markdown, blocks, every_block=True):
     """``markdown`` with each marked block's body replaced by ``blocks[name]``.
 
-    Raises ValueError for a block whose results file does not exist and for a results file
-    without its block."""
+    Raises ValueError for a block whose results file does not exist and, with ``every_block``
+    (RESULTS.md, which holds them all), for a results file without its block (README.md shows
+    a few)."""
     present = [m.group("name") for m in MARKER.finditer(markdown)]
     unknown = [n for n in present if n not in blocks]
     if unknown:
         raise ValueError(f"blocks {unknown} have no results file to render them from "
                          f"(known: {sorted(blocks)})")
     missing = [n for n in blocks if n not in present]
-    if missing:
+    if missing and every_block:
         raise ValueError("results without a block: add " + ", ".join(
             f"'<!-- BEGIN {n} -->' / '<!-- END {n} -->'" for n in missing) + " where the table belongs")
     return MARKER.sub(lambda m: m.group(1) + blocks[m.group("name")] + "\n" + m.group(4), markdown)
@@ -167,29 +168,36 @@ def fill(markdown, blocks):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--markdown", default=os.path.join(REPO, "RESULTS.md"))
+    ap.add_argument("--markdown", default=None, help="one file to fill (default: RESULTS.md and README.md)")
     ap.add_argument("--results-dir", default=os.path.join(REPO, "results"))
-    ap.add_argument("--check", action="store_true", help="do not write; exit 1 if the file is stale")
+    ap.add_argument("--check", action="store_true", help="do not write; exit 1 if a file is stale")
     args = ap.parse_args(argv)
-    with open(args.markdown) as f:
+    files = [(args.markdown, True)] if args.markdown else [
+        (os.path.join(REPO, "RESULTS.md"), True), (os.path.join(REPO, "README.md"), False)]
+    blocks = render_blocks(args.results_dir)
+    return max(_render_file(path, blocks, every, args) for path, every in files)
+
+
+def _render_file(path, blocks, every_block, args):
+    with open(path) as f:
         old = f.read()
     try:
-        new = fill(old, render_blocks(args.results_dir))
+        new = fill(old, blocks, every_block)
     except ValueError as e:
-        raise SystemExit(f"{args.markdown}: {e}")
+        raise SystemExit(f"{path}: {e}")
     if new == old:
-        print(f"{args.markdown} is up to date.")
+        print(f"{path} is up to date.")
         return 0
     if args.check:
-        sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True), args.markdown,
+        sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True), path,
                                                    "rendered from " + args.results_dir))
-        print(f"\n{args.markdown} is stale: run python tools/render_results.py")
+        print(f"\n{path} is stale: run python tools/render_results.py")
         return 1
     sys.path.insert(0, REPO)
     from instancefcn_d2.fileio import atomic_write
 
-    atomic_write(args.markdown, lambda f: f.write(new), mode="w")
-    print(f"Rewrote the marked blocks of {args.markdown}.")
+    atomic_write(path, lambda f: f.write(new), mode="w")
+    print(f"Rewrote the marked blocks of {path}.")
     return 0
 
 

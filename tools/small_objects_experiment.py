@@ -12,7 +12,6 @@ commands and coverage to ``results/small_objects.json``.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -26,6 +25,11 @@ def run(cmd):
 
 
 def main():
+    global MACHINE
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    from machine import describe_machine
+
+    MACHINE = describe_machine(gemm_sizes=())  # load average at the start, before any work
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--output-dir", default="output/small_objects")
@@ -63,7 +67,7 @@ def write(path, plan_cmd, plan, runs, iters):
         "what": "class-agnostic AR (percent) on synthetic_small_val (40 images, 10-40 px objects), "
                 "quick-start config with its own scales vs the scales planned by tools/plan_scales.py",
         "budget": f"{iters} iterations at batch 1 each, SEED 42, ImageNet VGG-16 start",
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+        "machine": MACHINE,
         "plan_command": " ".join(plan_cmd[1:]),
         "plan": plan,
         "runs": runs,
