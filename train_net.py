@@ -126,7 +126,8 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return SegmentProposalEvaluator(dataset_name, output_dir=output_folder)
+        return SegmentProposalEvaluator(dataset_name, output_dir=output_folder,
+                                        mask_threshold=cfg.MODEL.INSTANCEFCN.MASK_THRESHOLD)
 
 
 def setup(args):

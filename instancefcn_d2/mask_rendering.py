@@ -82,7 +82,8 @@ class RLEMasks:
         return torch.from_numpy(mask_util.decode(self.rles).astype(bool)).permute(2, 0, 1)
 
     def area(self) -> torch.Tensor:
-        return torch.as_tensor(mask_util.area(self.rles) if self.rles else [], dtype=torch.float64)
+        # One at a time: pycocotools' list form overflows a uint8 count past 255 masks under numpy 2.
+        return torch.as_tensor([float(mask_util.area(r)) for r in self.rles], dtype=torch.float64)
 
     def __repr__(self) -> str:
         return f"RLEMasks(num={len(self)}, image_size={self.image_size})"
