@@ -141,12 +141,13 @@ def test_evaluator_and_exports_identical_for_every_format(dataset, tmp_path):
     results, files = {}, {}
     for fmt in MASK_FORMATS:
         out_dir = tmp_path / fmt
-        ev = SegmentProposalEvaluator(name, output_dir=str(out_dir), distributed=False, max_dets=(1, 10, 100))
+        ev = SegmentProposalEvaluator(name, output_dir=str(out_dir), distributed=False, max_dets=(1, 10, 100),
+                                      mask_threshold=0.4)  # the model's: ROI masks are pasted at it
         ev.reset()
         for r in records:
             windows = random_windows(r["height"], r["width"], p=120, seed=r["image_id"],
                                      objects=[a["bbox"] for a in r["annotations"]])
-            inst = proposals_from_windows(windows, mask_format=fmt, max_proposals=100)
+            inst = proposals_from_windows(windows, mask_format=fmt, max_proposals=100, mask_threshold=0.4)
             ev.process([{"image_id": r["image_id"]}], [{"instances": inst}])
         results[fmt] = ev.evaluate()
         files[fmt] = ((out_dir / "segment_proposals_coco.json").read_text(),
@@ -244,11 +245,13 @@ def test_rle_inference_at_4000x3000_stays_within_its_chunk_budget():
 
 
 # ------------------------------------------------------------------------------ NMS
-@pytest.mark.parametrize("max_kept", [1, 10, 100, 400, 1000])
+@pytest.mark.parametrize("max_kept", [1, 10, 25, 100, 400, 1000])
 def test_nms_first_equals_full_nms(max_kept):
+    """60 objects with 10 near-duplicate boxes each: most prefixes hold too few survivors."""
     g = torch.Generator().manual_seed(max_kept)
-    xy = torch.rand(600, 2, generator=g) * 100
-    boxes = torch.cat([xy, xy + 5 + torch.rand(600, 2, generator=g) * 40], dim=1)
+    xy = (torch.rand(60, 1, 2, generator=g) * 100 + torch.rand(60, 10, 2, generator=g) * 3).view(600, 2)
+    wh = (torch.rand(60, 1, 2, generator=g) * 40 + 5 + torch.rand(60, 10, 2, generator=g) * 3).view(600, 2)
+    boxes = torch.cat([xy, xy + wh], dim=1)
     scores = torch.randint(0, 50, (600,), generator=g).float()  # many ties
     order = scores.argsort(descending=True, stable=True)
     ranks = torch.arange(600, 0, -1).float()
