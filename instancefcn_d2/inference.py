@@ -7,6 +7,7 @@ objectness first, so the cost is ``O(K * m^2)`` per scale plus pasting the kept 
 from typing import Tuple
 
 import torch
+from torch.profiler import record_function
 from torchvision.ops import nms
 
 from detectron2.structures import Boxes, Instances
@@ -87,7 +88,8 @@ def proposals_from_windows(windows: Instances, *, mask_threshold: float = 0.5, n
     keep = nonempty.nonzero().squeeze(1)
     probs, tight, boxes, obj, levels = probs[keep], tight[keep], boxes[keep], obj[keep], levels[keep]
 
-    keep = nms_first(tight, obj, nms_thresh, max_proposals)
+    with record_function("instancefcn.nms"):  # inside .render; profilers can split it out
+        keep = nms_first(tight, obj, nms_thresh, max_proposals)
     probs, boxes, obj, levels = probs[keep], boxes[keep], obj[keep], levels[keep]
 
     result = Instances(image_size)

@@ -88,8 +88,6 @@ def draw_proposals(image_bgr, instances, top_n=20, score_labels=True, alpha=0.5,
 
     if len(instances) == 0:
         return plain()
-    if tuple(instances.image_size) != (height, width):
-        raise ValueError(f"masks are {tuple(instances.image_size)} but the image is {(height, width)}")
 
     scores = _numpy(instances.scores).astype(np.float64).reshape(-1)
     order = np.argsort(-scores, kind="stable")
