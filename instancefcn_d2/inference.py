@@ -120,13 +120,19 @@ def nms_first(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, m
 
     Greedy NMS decides each box from the higher-scored boxes alone, so NMS over a score-ordered
     prefix keeps exactly the prefix's part of the full answer. NMS runs over prefixes of
-    ``2 * max_kept`` boxes, doubling until ``max_kept`` survive: with thousands of windows and
-    a cap of 1000 this skips most of NMS's quadratic work, and the result is unchanged.
+    ``2 * max_kept`` boxes, doubling until ``max_kept`` survive (a prefix over half of all boxes
+    becomes all of them): when the cap binds (many more windows than ``max_kept`` survive NMS)
+    this skips most of NMS's quadratic work; otherwise it costs at most ~1/3 more than plain
+    NMS. The result is unchanged.
     ``boxes`` ``(P, 4)``, ``scores`` ``(P,)``; ties are broken by position (stable sort).
     """
     n = scores.numel()
     order = scores.argsort(descending=True, stable=True)
-    take = min(n, 2 * max(max_kept, 1))
+
+    def grow(t):  # a prefix over half of all windows saves little: take them all then
+        return n if 2 * t > n else t
+
+    take = grow(2 * max(max_kept, 1))
     while True:
         prefix = order[:take]
         # Descending ranks as scores: nms then visits the prefix in exactly this order.
@@ -134,7 +140,7 @@ def nms_first(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, m
         kept = prefix[nms(boxes[prefix].float(), ranks, iou_threshold)]
         if kept.numel() >= max_kept or take == n:
             return kept[:max_kept]
-        take = min(n, 2 * take)
+        take = grow(2 * take)
 
 
 def _take_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
