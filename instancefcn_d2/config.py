@@ -43,6 +43,7 @@ def add_instancefcn_config(cfg):
     _C.MODEL.INSTANCEFCN.TEST_MAX_SIZE = 1500  # cap on the longer side of every pyramid level
     _C.MODEL.INSTANCEFCN.TOPK_PER_SCALE = 1000  # windows assembled per scale, ranked by objectness
     _C.MODEL.INSTANCEFCN.MASK_THRESHOLD = 0.5  # binarise pasted mask probabilities at this value
+    _C.MODEL.INSTANCEFCN.MASK_FORMAT = "bitmask"  # "bitmask": pred_masks (N, H, W); "rle": pred_masks_rle; "roi": (N, 1, m, m) + boxes (docs/mask_formats.md)
     _C.MODEL.INSTANCEFCN.NMS_THRESH = 0.8  # box IoU for NMS on the masks' tight boxes, across scales
 
     # --- open-world proposals (train on some categories, score AR on the others) ---

@@ -1,19 +1,27 @@
 """From assembled windows to segment proposals in image coordinates.
 
 Nothing here touches every window of an image: callers pick the top-K positions by
-objectness first, so the cost is ``O(K * m^2)`` per scale plus pasting the kept masks.
+objectness first, so the cost is ``O(K * m^2)`` per scale plus pasting the kept masks
+(the pasting and the mask formats live in :mod:`instancefcn_d2.mask_rendering`).
 """
 from typing import Tuple
 
 import torch
+from torch.profiler import record_function
+from torchvision.ops import nms
 
-from detectron2.layers import batched_nms
 from detectron2.structures import Boxes, Instances
 
-__all__ = ["mask_tight_boxes", "paste_masks_binary", "proposals_from_windows"]
+from .mask_rendering import (  # noqa: F401  (paste_masks_binary, PASTE_CHUNK_BYTES: re-exported)
+    MASK_FORMATS,
+    PASTE_CHUNK_BYTES,
+    _spans,
+    paste_masks_binary,
+    paste_masks_rle,
+    paste_tight_boxes,
+)
 
-# Float32 working memory of one chunk of pasted masks (see paste_masks_binary).
-PASTE_CHUNK_BYTES = 64 * 1024 ** 2
+__all__ = ["mask_tight_boxes", "nms_first", "paste_masks_binary", "proposals_from_windows"]
 
 
 def mask_tight_boxes(masks: torch.Tensor, windows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +48,7 @@ def mask_tight_boxes(masks: torch.Tensor, windows: torch.Tensor) -> Tuple[torch.
 
 
 def proposals_from_windows(windows: Instances, *, mask_threshold: float = 0.5, nms_thresh: float = 0.8,
-                           max_proposals: int = 1000) -> Instances:
+                           max_proposals: int = 1000, mask_format: str = "bitmask") -> Instances:
     """Render selected windows (from any number of levels and scales) as the final proposals.
 
     Args:
@@ -48,6 +56,7 @@ def proposals_from_windows(windows: Instances, *, mask_threshold: float = 0.5, n
             ``(H, W)`` with ``mask_logits`` ``(P, m, m)`` assembled logits, ``window_boxes``
             ``(P, 4)`` window boxes in that frame, ``objectness_logits`` ``(P,)`` and
             ``levels`` ``(P,)`` (index of the feature level each window came from).
+        mask_format: ``"bitmask"``, ``"rle"`` or ``"roi"`` (see :mod:`instancefcn_d2.mask_rendering`).
 
     Proposals are ranked by objectness logit; the paper's final map is objectness x mask, a
     per-window constant times the mask, so it ranks windows the same, and the mask is
@@ -57,11 +66,16 @@ def proposals_from_windows(windows: Instances, *, mask_threshold: float = 0.5, n
     (bilinear) into the image.
 
     Returns:
-        ``Instances`` with ``pred_masks`` ``(N, H, W)`` bool, ``pred_boxes`` (tight boxes of the
-        pasted masks), ``scores`` ``(N,)`` float64 descending (the objectness probability in
+        ``Instances`` with ``pred_boxes`` (tight boxes of the pasted masks, the same in every
+        format), ``scores`` ``(N,)`` float64 descending (the objectness probability in
         float64, so logits up to ~36 keep distinct scores instead of saturating at 1.0 as
-        float32 does above ~16.6), ``objectness_logits`` ``(N,)`` and ``levels`` ``(N,)``.
+        float32 does above ~16.6), ``objectness_logits`` ``(N,)``, ``levels`` ``(N,)`` and the
+        masks: ``pred_masks`` ``(N, H, W)`` bool ("bitmask"); ``pred_masks_rle`` ``RLEMasks``
+        ("rle"); ``pred_masks`` ``(N, 1, m, m)`` float probabilities + ``pred_mask_boxes``
+        ``Boxes`` of the windows they live in ("roi").
     """
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f"MASK_FORMAT {mask_format!r}: expected one of {MASK_FORMATS}")
     image_size = windows.image_size
     probs = windows.mask_logits.sigmoid()
     boxes, obj, levels = windows.window_boxes, windows.objectness_logits, windows.levels
@@ -74,125 +88,59 @@ def proposals_from_windows(windows: Instances, *, mask_threshold: float = 0.5, n
     keep = nonempty.nonzero().squeeze(1)
     probs, tight, boxes, obj, levels = probs[keep], tight[keep], boxes[keep], obj[keep], levels[keep]
 
-    # One class: batched_nms with equal idxs is plain NMS; it ranks by logit.
-    keep = batched_nms(tight, obj, torch.zeros_like(obj, dtype=torch.long), nms_thresh)[:max_proposals]
+    with record_function("instancefcn.nms"):  # inside .render; profilers can split it out
+        keep = nms_first(tight, obj, nms_thresh, max_proposals)
     probs, boxes, obj, levels = probs[keep], boxes[keep], obj[keep], levels[keep]
 
+    result = Instances(image_size)
     # fp32 pasting even under autocast: half-precision matmuls would move the threshold crossings.
     with torch.autocast(device_type=probs.device.type, enabled=False):
-        masks, tight, nonempty = paste_masks_binary(probs, boxes, image_size, threshold=mask_threshold)
-    keep = nonempty.nonzero().squeeze(1)
-    masks, tight, obj, levels = _take_rows(masks, keep), tight[keep], obj[keep], levels[keep]
-
-    result = Instances(image_size)
-    result.pred_masks = masks
-    result.pred_boxes = Boxes(tight)
-    result.scores = obj.double().sigmoid()
-    result.objectness_logits = obj
-    result.levels = levels
+        if mask_format == "bitmask":
+            masks, tight, nonempty = paste_masks_binary(probs, boxes, image_size, threshold=mask_threshold)
+            keep = nonempty.nonzero().squeeze(1)
+            result.pred_masks = _take_rows(masks, keep)
+        elif mask_format == "rle":
+            rles, tight, nonempty = paste_masks_rle(probs, boxes, image_size, threshold=mask_threshold)
+            keep = nonempty.nonzero().squeeze(1)
+            result.pred_masks_rle = rles[keep]
+        else:
+            tight, nonempty = paste_tight_boxes(probs, boxes, image_size, threshold=mask_threshold)
+            keep = nonempty.nonzero().squeeze(1)
+            result.pred_masks = probs[keep][:, None]
+            result.pred_mask_boxes = Boxes(boxes[keep])
+    result.pred_boxes = Boxes(tight[keep])
+    result.scores = obj[keep].double().sigmoid()
+    result.objectness_logits = obj[keep]
+    result.levels = levels[keep]
     return result
 
 
-def paste_masks_binary(masks: torch.Tensor, boxes: torch.Tensor, image_size: Tuple[int, int],
-                       threshold: float = 0.5, chunk_bytes: int = PASTE_CHUNK_BYTES
-                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Paste ``(N, m, m)`` mask probabilities into their ``(N, 4)`` XYXY boxes and binarise.
+def nms_first(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_kept: int) -> torch.Tensor:
+    """The first ``max_kept`` indices greedy NMS keeps, best first: ``nms(boxes, scores)[:max_kept]``.
 
-    Same result as detectron2's ``paste_masks_in_image(masks, boxes, image_size, threshold)``
-    on CPU (bilinear ``grid_sample``, ``align_corners=False``, zero padding, each mask
-    confined to its box +- 1 px, ``>= threshold``) up to float rounding, but bilinear
-    resampling is separable, so each mask is ``Ry @ mask @ Rx^T`` with two thin interpolation
-    matrices: masks are pasted in batched matmuls over each box's own region (chunks of masks
-    of similar size, at most ``chunk_bytes`` of float32 canvas each) instead of one
-    ``grid_sample`` per mask (CPU) or over the whole image (GPU). The tight boxes of the binary
-    masks come out of the same canvases, so nothing reads the ``(N, H, W)`` result again.
-
-    Returns:
-        masks ``(N, H, W)`` bool, tight XYXY boxes ``(N, 4)`` (exclusive right/bottom; zeros
-        for empty masks) and ``nonempty`` ``(N,)`` bool.
+    Greedy NMS decides each box from the higher-scored boxes alone, so NMS over a score-ordered
+    prefix keeps exactly the prefix's part of the full answer. NMS runs over prefixes of
+    ``2 * max_kept`` boxes, doubling until ``max_kept`` survive (a prefix over half of all boxes
+    becomes all of them): when the cap binds (many more windows than ``max_kept`` survive NMS)
+    this skips most of NMS's quadratic work; otherwise it costs at most ~1/3 more than plain
+    NMS. The result is unchanged.
+    ``boxes`` ``(P, 4)``, ``scores`` ``(P,)``; ties are broken by position (stable sort).
     """
-    n, m = masks.shape[0], masks.shape[-1]
-    h, w = image_size
-    device = masks.device
-    out = torch.zeros(n, h, w, dtype=torch.bool, device=device)
-    tight = torch.zeros(n, 4, dtype=torch.float32, device=device)
-    nonempty = torch.zeros(n, dtype=torch.bool, device=device)
-    if n == 0:
-        return out, tight, nonempty
-    masks, boxes = masks.float(), boxes.float()
-    # Pixel region of each mask, as detectron2's skip_empty: [floor(lo) - 1, ceil(hi) + 1) in the image.
-    lo = (boxes[:, :2].floor() - 1).clamp(min=0).long()  # (N, 2) x0, y0
-    hi = torch.minimum((boxes[:, 2:].ceil() + 1).long(), torch.tensor([w, h], device=device))
-    size = (hi - lo).clamp(min=0)  # (N, 2) region width, height
-    order = (size[:, 0] * size[:, 1]).argsort(descending=True)
-    lo_l, size_l, order_l = lo.tolist(), size.tolist(), order.tolist()  # one host sync
+    n = scores.numel()
+    order = scores.argsort(descending=True, stable=True)
 
-    def interp(start, length, b0, b1):
-        # (c, L, m) bilinear weights of pixel centres start + j + 0.5 in [b0, b1) split into m cells,
-        # computed like grid_sample (normalise to [-1, 1], then unnormalise, align_corners=False);
-        # taps off the mask read 0 (zero padding), rows j >= length are zero.
-        span = torch.arange(int(length.max()), device=device)
-        pix = (start[:, None] + span).float() + 0.5
-        g = (pix - b0[:, None]) / (b1 - b0)[:, None] * 2 - 1
-        u = ((g + 1) * m - 1) / 2  # (c, L) source coordinate, in cells
-        i0 = u.floor()
-        inside = (span < length[:, None]).float()
-        f = u - i0
-        i0 = i0.long()
-        # Columns 0 and m + 1 of wts collect the taps that fall off the mask; they are dropped.
-        wts = torch.zeros(*u.shape, m + 2, device=device)
-        wts.scatter_add_(2, (i0 + 1).clamp(0, m + 1)[..., None], ((1 - f) * inside)[..., None])
-        wts.scatter_add_(2, (i0 + 2).clamp(0, m + 1)[..., None], (f * inside)[..., None])
-        return wts[..., 1:m + 1]
+    def grow(t):  # a prefix over half of all windows saves little: take them all then
+        return n if 2 * t > n else t
 
-    i = 0
-    while i < n:
-        # Largest regions first; grow the chunk while its canvas fits the budget.
-        ch, cw, j = 0, 0, i
-        while j < n:
-            k = order_l[j]
-            nh, nw = max(ch, size_l[k][1]), max(cw, size_l[k][0])
-            if j > i and (j - i + 1) * nh * nw * 4 > chunk_bytes:
-                break
-            ch, cw, j = nh, nw, j + 1
-        idx = order[i:j]
-        i = j
-        if ch == 0 or cw == 0:
-            continue  # boxes entirely outside the image: empty masks
-        b, st, sz = boxes[idx], lo[idx], size[idx]
-        ry = interp(st[:, 1], sz[:, 1], b[:, 1], b[:, 3])  # (c, ch, m)
-        rx = interp(st[:, 0], sz[:, 0], b[:, 0], b[:, 2])  # (c, cw, m)
-        canvas = torch.bmm(torch.bmm(ry, masks[idx]), rx.transpose(1, 2)) >= threshold  # (c, ch, cw)
-        if threshold <= 0:  # the zero rows/columns beyond each mask's own region would pass
-            ys = torch.arange(ch, device=device)[None] < sz[:, 1:2]
-            xs = torch.arange(cw, device=device)[None] < sz[:, 0:1]
-            canvas &= ys[:, :, None] & xs[:, None, :]
-        # Occupied rows / columns; amax over a uint8 view is much faster than bool any() on CPU.
-        c8 = canvas.view(torch.uint8)
-        rows, cols = c8.amax(dim=2) > 0, c8.amax(dim=1) > 0  # (c, ch), (c, cw)
-        tight[idx], nonempty[idx] = _span_boxes(rows, cols, st), rows.any(dim=1)
-        for c, k in enumerate(idx.tolist()):
-            (x0, y0), (rw, rh) = lo_l[k], size_l[k]
-            if rw and rh:
-                out[k, y0:y0 + rh, x0:x0 + rw] = canvas[c, :rh, :rw]
-    return out, tight, nonempty
-
-
-def _spans(occupied: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(P, L)`` bool -> first occupied index and last + 1, each ``(P,)`` (``L`` and 0 if empty)."""
-    idx = torch.arange(occupied.shape[1], device=occupied.device)
-    first = torch.where(occupied, idx, occupied.shape[1]).amin(dim=1)
-    end = torch.where(occupied, idx, -1).amax(dim=1) + 1
-    return first, end
-
-
-def _span_boxes(rows: torch.Tensor, cols: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """``(c, H')`` / ``(c, W')`` occupied rows / columns of canvases placed at ``(c, 2)`` x, y
-    offsets -> ``(c, 4)`` XYXY boxes (exclusive right/bottom; zeros where empty)."""
-    y0, y1 = _spans(rows)
-    x0, x1 = _spans(cols)
-    box = torch.stack([x0 + offset[:, 0], y0 + offset[:, 1], x1 + offset[:, 0], y1 + offset[:, 1]], dim=1)
-    return torch.where(rows.any(dim=1, keepdim=True), box, 0).float()
+    take = grow(2 * max(max_kept, 1))
+    while True:
+        prefix = order[:take]
+        # Descending ranks as scores: nms then visits the prefix in exactly this order.
+        ranks = torch.arange(take, 0, -1, dtype=torch.float32, device=scores.device)
+        kept = prefix[nms(boxes[prefix].float(), ranks, iou_threshold)]
+        if kept.numel() >= max_kept or take == n:
+            return kept[:max_kept]
+        take = grow(2 * take)
 
 
 def _take_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

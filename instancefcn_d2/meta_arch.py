@@ -21,6 +21,7 @@ from detectron2.utils.events import get_event_storage
 from .assembling import assemble
 from .heads import InstanceBranch, ObjectnessBranch
 from .inference import proposals_from_windows
+from .mask_rendering import MASK_FORMATS
 from .losses import MASK_LOSS_NORMALIZATIONS, mask_loss, objectness_loss
 from .targets import WindowLabeler, inside_windows, mask_targets, sample_windows, window_boxes, window_grid_size
 
@@ -36,8 +37,10 @@ class InstanceFCN(nn.Module):
     ``{"loss_objectness", "loss_mask"}``.
 
     Inference returns ``[{"instances": Instances}]`` in the ``height`` x ``width`` frame of
-    each input (its own size when absent), with ``pred_masks`` ``(N, H, W)`` bool,
-    ``pred_boxes``, ``scores`` (descending), ``objectness_logits`` and ``levels``.
+    each input (its own size when absent), with ``pred_boxes``, ``scores`` (descending),
+    ``objectness_logits``, ``levels`` and the masks in ``mask_format``: ``pred_masks`` ``(N, H, W)``
+    bool ("bitmask"), ``pred_masks_rle`` ("rle") or ``pred_masks`` ``(N, 1, m, m)`` +
+    ``pred_mask_boxes`` ("roi"); see :mod:`instancefcn_d2.mask_rendering`.
 
     Stages carry ``torch.profiler.record_function`` labels (``instancefcn.backbone``,
     ``.heads``, ``.assemble``, ``.select``, ``.render``) so profilers and the benchmark can
@@ -67,6 +70,7 @@ class InstanceFCN(nn.Module):
         mask_threshold: float = 0.5,
         nms_thresh: float = 0.8,
         detections_per_image: int = 1000,
+        mask_format: str = "bitmask",
     ):
         super().__init__()
         shapes = backbone.output_shape()
@@ -100,6 +104,9 @@ class InstanceFCN(nn.Module):
         self.mask_threshold = mask_threshold
         self.nms_thresh = nms_thresh
         self.detections_per_image = detections_per_image
+        if mask_format not in MASK_FORMATS:
+            raise ValueError(f"MODEL.INSTANCEFCN.MASK_FORMAT {mask_format!r}: expected one of {MASK_FORMATS}")
+        self.mask_format = mask_format
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
 
@@ -135,6 +142,7 @@ class InstanceFCN(nn.Module):
             "mask_threshold": c.MASK_THRESHOLD,
             "nms_thresh": c.NMS_THRESH,
             "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "mask_format": c.MASK_FORMAT,
         }
 
     @property
@@ -242,7 +250,7 @@ class InstanceFCN(nn.Module):
         with record_function("instancefcn.render"):
             return [{"instances": proposals_from_windows(
                 w, mask_threshold=self.mask_threshold, nms_thresh=self.nms_thresh,
-                max_proposals=self.detections_per_image)} for w in selected]
+                max_proposals=self.detections_per_image, mask_format=self.mask_format)} for w in selected]
 
     def select_windows(self, batched_inputs: List[Dict]) -> List[Instances]:
         """The top ``topk_per_scale`` windows of every level and test scale, assembled.

@@ -14,6 +14,7 @@ from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from .evaluation.export import to_numpy
+from .mask_rendering import proposal_bitmasks
 
 __all__ = ["proposal_colors", "draw_proposals", "side_by_side"]
 
@@ -47,19 +48,26 @@ def proposal_colors(n):
     return colours
 
 
-def draw_proposals(image_bgr, instances, top_n=20, score_labels=True, alpha=0.5):
+def draw_proposals(image_bgr, instances, top_n=20, score_labels=True, alpha=0.5, min_side=512,
+                   mask_threshold=0.5):
     """Overlay the ``top_n`` highest-scoring proposals of one image.
 
     Args:
         image_bgr (ndarray): ``(H, W, 3)`` uint8, **BGR**.
-        instances (Instances): in the image's frame, with ``pred_masks`` ``(N, H, W)`` and
-            ``scores`` ``(N,)`` (the model's ``outputs[i]["instances"]``; any device).
+        instances (Instances): in the image's frame, with ``scores`` ``(N,)`` and masks in any
+            of the model's formats (``pred_masks`` ``(N, H, W)``, ``pred_masks_rle``, or ROI
+            ``pred_masks`` ``(N, 1, m, m)`` + ``pred_mask_boxes``); the model's
+            ``outputs[i]["instances"]``, any device. Only the drawn proposals are made dense.
         top_n (int): how many proposals to draw, best first; ``None`` or ``<= 0`` draws all.
         score_labels (bool): write each proposal's score (``"0.93"``) at its mask.
         alpha (float): mask opacity.
+        min_side (int): draw images whose shorter side is below this enlarged to it, so that
+            masks and score labels of small images stay readable; ``0`` / ``None``: own size.
+        mask_threshold (float): binarises ROI probabilities (the model's ``MASK_THRESHOLD``).
 
     Returns:
-        ndarray: ``(H, W, 3)`` uint8 **RGB**. With no proposals, the input image in RGB.
+        ndarray: ``(round(s * H), round(s * W), 3)`` uint8 **RGB**, ``s = max(1, min_side /
+        min(H, W))``. With no proposals, the (enlarged) input image in RGB.
 
     Each drawn proposal gets its own colour, chosen by score rank (see :func:`proposal_colors`).
     """
@@ -68,32 +76,39 @@ def draw_proposals(image_bgr, instances, top_n=20, score_labels=True, alpha=0.5)
         raise ValueError(f"expected an (H, W, 3) image, got shape {image_bgr.shape}")
     image_rgb = np.ascontiguousarray(image_bgr[:, :, ::-1]).astype(np.uint8)
     height, width = image_rgb.shape[:2]
+    scale = max(1.0, min_side / min(height, width)) if min_side else 1.0
+    out_size = (int(round(width * scale)), int(round(height * scale)))  # cv2 order: (W, H)
+
+    def plain():
+        return cv2.resize(image_rgb, out_size, interpolation=cv2.INTER_LINEAR) if scale > 1 else image_rgb.copy()
+
     if len(instances) == 0:
-        return image_rgb.copy()
+        return plain()
 
     scores = to_numpy(instances.scores).astype(np.float64).reshape(-1)
     order = np.argsort(-scores, kind="stable")
     if top_n is not None and top_n > 0:
         order = order[:top_n]
-    masks = to_numpy(instances.pred_masks)[order]
+    masks = to_numpy(proposal_bitmasks(instances[torch.as_tensor(order)], mask_threshold))
     if masks.shape[1:] != (height, width):
         raise ValueError(f"masks are {masks.shape[1:]} but the image is {(height, width)}")
     masks = masks >= 0.5 if masks.dtype != np.bool_ else masks
     keep = masks.reshape(len(masks), -1).any(axis=1)  # an empty mask has nothing to draw or label
     masks, order = masks[keep], order[keep]
     if len(order) == 0:
-        return image_rgb.copy()
+        return plain()
 
     labels = [f"{scores[i]:.2f}" for i in order] if score_labels else None
-    vis = Visualizer(image_rgb, metadata=None, scale=1.0, instance_mode=ColorMode.IMAGE)
+    # Visualizer draws at ``scale`` x the image size, masks and text included (not a blurred upsample).
+    vis = Visualizer(image_rgb, metadata=None, scale=scale, instance_mode=ColorMode.IMAGE)
     out = vis.overlay_instances(
         masks=[m.astype(np.uint8) for m in masks],
         labels=labels,
         assigned_colors=proposal_colors(len(order)),
         alpha=alpha,
     ).get_image()
-    if out.shape[:2] != (height, width):  # matplotlib rounding; never seen, but keep the contract
-        out = cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
+    if out.shape[:2] != out_size[::-1]:  # matplotlib rounding
+        out = cv2.resize(out, out_size, interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(out, dtype=np.uint8)
 
 

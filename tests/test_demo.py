@@ -66,7 +66,7 @@ def test_draw_proposals_colours_each_mask_distinctly():
     masks[0, 20:120, 20:120] = True  # best
     masks[1, 70:170, 90:190] = True  # overlaps the first
     masks[2, 150:195, 5:60] = True  # lowest score: beyond top_n=2
-    out = draw_proposals(image, _instances(masks, [0.93, 0.61, 0.05]), top_n=2)
+    out = draw_proposals(image, _instances(masks, [0.93, 0.61, 0.05]), top_n=2, min_side=0)
     assert out.shape == image.shape and out.dtype == np.uint8
 
     # Interiors away from edges, the overlap and the centred score label.
@@ -84,12 +84,12 @@ def test_draw_proposals_colours_each_mask_distinctly():
 def test_draw_proposals_without_proposals_returns_rgb_image():
     image = np.zeros((30, 40, 3), np.uint8)
     image[..., 0] = 255  # blue in BGR
-    out = draw_proposals(image, _instances(np.zeros((0, 30, 40)), []))
+    out = draw_proposals(image, _instances(np.zeros((0, 30, 40)), []), min_side=0)
     assert out.shape == (30, 40, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out[..., 2], 255)  # RGB out
     np.testing.assert_array_equal(out[..., :2], 0)
     # Empty masks are not drawn either.
-    out = draw_proposals(image, _instances(np.zeros((2, 30, 40)), [0.9, 0.8]))
+    out = draw_proposals(image, _instances(np.zeros((2, 30, 40)), [0.9, 0.8]), min_side=0)
     np.testing.assert_array_equal(out, image[:, :, ::-1])
 
 
@@ -119,7 +119,7 @@ def test_demo_folder_overlays_json_and_broken_file(demo, image_dir, tmp_path, ca
     with caplog.at_level(logging.INFO, logger="instancefcn_d2.demo"):
         rc = demo.main(["--config-file", CONFIG, "--input", str(image_dir), "--output", str(out_dir),
                         "--json", str(json_path), "--proposals-pkl", str(tmp_path / "boxes.pkl"),
-                        "--opts", *FAST_OPTS])
+                        "--min-side", "0", "--opts", *FAST_OPTS])  # own size: pixels compared below
     assert rc != 0  # broken.png failed
     assert "broken.png" in caplog.text and "skipped" in caplog.text
 
@@ -179,7 +179,9 @@ def test_demo_cli_single_image_and_missing_input(image_dir, tmp_path):
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "nope.png" in proc.stderr
     written = cv2.imread(str(out_dir / (image.stem + ".png")))
-    assert written is not None and written.shape == cv2.imread(str(image)).shape
+    h, w = cv2.imread(str(image)).shape[:2]  # 96-128 px: drawn enlarged to a 512-px shorter side
+    s = 512 / min(h, w)
+    assert written is not None and written.shape == (round(h * s), round(w * s), 3)
 
 
 def test_demo_no_inputs(demo, tmp_path):

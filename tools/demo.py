@@ -9,7 +9,9 @@
 
 ``--input`` takes image files, folders (their images, not recursive) and glob patterns.
 Each image gets ``<output>/<stem>.png``: the ``--top-n`` best proposals, one colour each,
-labelled with their scores. ``--json`` writes every proposal of every image as COCO results
+labelled with their scores; images with a shorter side under ``--min-side`` (512) are drawn
+enlarged to it. Any ``MODEL.INSTANCEFCN.MASK_FORMAT`` works (``--opts
+MODEL.INSTANCEFCN.MASK_FORMAT rle`` for large photos: no full-image mask per proposal). ``--json`` writes every proposal of every image as COCO results
 (compressed-RLE masks, ``category_id`` 1) with ``"file_name"`` added to each record.
 Unreadable images are reported and skipped; the exit status is then 1.
 """
@@ -61,6 +63,9 @@ def build_parser():
                     help="image_id in --json: position in the input list (default), or the file "
                          "stem (as int when numeric, e.g. COCO's 000000397133.jpg -> 397133)")
     ap.add_argument("--no-scores", action="store_true", help="do not write scores on the masks")
+    ap.add_argument("--min-side", type=int, default=512, metavar="PX",
+                    help="draw images whose shorter side is smaller enlarged to it, so that masks and "
+                         "score labels stay readable (default 512; 0: each image at its own size)")
     ap.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                     help="config overrides, e.g. --opts MODEL.WEIGHTS model_final.pth MODEL.DEVICE cpu")
     return ap
@@ -160,6 +165,7 @@ def main(argv=None):
     # DefaultPredictor resizes with ResizeShortestEdge(MIN_SIZE_TEST); our configs set it to 0,
     # for which detectron2 v0.6 returns a NoOpTransform: the model builds its own pyramid.
     predictor = DefaultPredictor(cfg)
+    threshold = cfg.MODEL.INSTANCEFCN.MASK_THRESHOLD  # binarises "roi"-format masks as the model would
     logger.info(f"{len(paths)} image(s) -> {os.path.abspath(args.output)} (device {cfg.MODEL.DEVICE}, "
                 f"scales {list(cfg.MODEL.INSTANCEFCN.TEST_SCALES)}, top {args.top_n} drawn)")
 
@@ -176,7 +182,8 @@ def main(argv=None):
             continue
         try:
             instances = predictor(image)["instances"].to("cpu")
-            overlay = draw_proposals(image, instances, top_n=args.top_n, score_labels=not args.no_scores)
+            overlay = draw_proposals(image, instances, top_n=args.top_n, score_labels=not args.no_scores,
+                                     min_side=args.min_side, mask_threshold=threshold)
             out_path = os.path.join(args.output, name)
             if not cv2.imwrite(out_path, overlay[:, :, ::-1]):
                 raise OSError(f"cv2.imwrite could not write {out_path!r}")
@@ -186,7 +193,7 @@ def main(argv=None):
             continue
         image_id = _image_id(path, index, args.image_id)
         if args.json:
-            for record in instances_to_coco_results(instances, image_id):
+            for record in instances_to_coco_results(instances, image_id, mask_threshold=threshold):
                 record["file_name"] = path
                 results.append(record)
         if args.proposals_pkl:

@@ -102,6 +102,7 @@ class Trainer(TrainerStateBackport, DefaultTrainer):
             output_dir=output_folder,
             eval_category_ids=cfg.TEST.PROPOSAL_EVAL_CATEGORY_IDS,
             budget_rule=cfg.TEST.PROPOSAL_BUDGET_RULE,
+            mask_threshold=cfg.MODEL.INSTANCEFCN.MASK_THRESHOLD,
         )
 
 

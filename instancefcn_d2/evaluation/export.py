@@ -18,6 +18,7 @@ import pycocotools.mask as mask_util
 import torch
 
 from ..fileio import atomic_write
+from ..mask_rendering import proposal_rles
 
 __all__ = [
     "PROPOSAL_CATEGORY_ID",
@@ -30,10 +31,6 @@ __all__ = [
 
 # Proposals are class-agnostic; COCO results still need a category, and scoring uses useCats=0.
 PROPOSAL_CATEGORY_ID = 1
-
-# Masks are converted to uint8 in chunks of this many, so the transient copy stays small even
-# with 1000 proposals on a large image (a full (N, H, W) uint8 copy could be ~1 GB).
-_ENCODE_CHUNK = 64
 
 # detectron2's BoxMode.XYXY_ABS is IntEnum value 0. Stored as a plain int so the pickle can be
 # unpickled without detectron2; load_proposals_into_dataset calls BoxMode(value) on it, and
@@ -53,21 +50,6 @@ def _image_id(image_id):
     return int(image_id) if isinstance(image_id, (np.integer, torch.Tensor)) else image_id
 
 
-def _encode_masks(masks):
-    """(N, H, W) bool/uint8 tensor or array -> list of N compressed RLEs with str counts."""
-    rles = []
-    for start in range(0, len(masks), _ENCODE_CHUNK):
-        chunk = to_numpy(masks[start : start + _ENCODE_CHUNK])
-        if chunk.dtype != np.bool_ and chunk.dtype != np.uint8:
-            chunk = chunk >= 0.5  # soft masks: binarise as the model does
-        # pycocotools wants (H, W, N), Fortran order, uint8.
-        chunk = np.asfortranarray(np.transpose(chunk, (1, 2, 0)).astype(np.uint8))
-        for rle in mask_util.encode(chunk):
-            rle["counts"] = rle["counts"].decode("ascii")  # bytes are not JSON-serialisable
-            rles.append(rle)
-    return rles
-
-
 def _xyxy_to_xywh(boxes):
     """(N, 4) XYXY -> (N, 4) float64 XYWH (float64 so w = x2 - x1 adds no float32 rounding)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
@@ -75,14 +57,17 @@ def _xyxy_to_xywh(boxes):
     return boxes
 
 
-def instances_to_coco_results(instances, image_id):
+def instances_to_coco_results(instances, image_id, mask_threshold=0.5):
     """Convert one image's predictions into COCO result dicts.
 
     Args:
-        instances (Instances): in original image coordinates, with ``pred_masks`` (N, H, W)
-            bool, ``scores`` (N,) and, optionally, ``pred_boxes`` (Boxes, XYXY_ABS, N x 4).
+        instances (Instances): in original image coordinates, with masks in any of the model's
+            formats (``pred_masks`` (N, H, W) bool, ``pred_masks_rle``, or ROI ``pred_masks``
+            (N, 1, m, m) + ``pred_mask_boxes``; see ``instancefcn_d2.mask_rendering``),
+            ``scores`` (N,) and, optionally, ``pred_boxes`` (Boxes, XYXY_ABS, N x 4).
             Without ``pred_boxes`` the masks' tight boxes are used.
         image_id (int): the dataset's ``image_id`` of this image.
+        mask_threshold (float): binarises ROI probabilities (the model's ``MASK_THRESHOLD``).
 
     Returns:
         list[dict]: N dicts ``{"image_id", "category_id", "segmentation" (RLE, str counts),
@@ -92,7 +77,7 @@ def instances_to_coco_results(instances, image_id):
     if num == 0:
         return []
     scores = to_numpy(instances.scores, np.float64).reshape(-1).tolist()
-    rles = _encode_masks(instances.pred_masks)
+    rles = proposal_rles(instances, mask_threshold)
     if instances.has("pred_boxes"):
         boxes = _xyxy_to_xywh(to_numpy(instances.pred_boxes.tensor, np.float64)).tolist()
     else:
@@ -121,7 +106,7 @@ def instances_to_proposal_record(instances, image_id):
     if instances.has("pred_boxes"):
         boxes = to_numpy(instances.pred_boxes.tensor, np.float32).reshape(-1, 4)
     else:
-        rles = _encode_masks(instances.pred_masks)
+        rles = proposal_rles(instances)
         boxes = mask_util.toBbox(rles).astype(np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
     if instances.has("objectness_logits"):

@@ -63,8 +63,12 @@ _AREA_KEYS = (("ARs", "small"), ("ARm", "medium"), ("ARl", "large"))
 class SegmentProposalEvaluator(DatasetEvaluator):
     """Class-agnostic AR@N of segment proposals (mask IoU) and of their boxes (box IoU).
 
-    Consumes ``outputs[i]["instances"]`` in original image coordinates with ``pred_masks``
-    (N, H, W) bool, ``pred_boxes`` (N x 4 XYXY_ABS), ``scores`` (N,) and ``objectness_logits`` (N,).
+    Consumes ``outputs[i]["instances"]`` in original image coordinates with masks in any of the
+    model's formats (``MODEL.INSTANCEFCN.MASK_FORMAT``: ``pred_masks`` (N, H, W) bool,
+    ``pred_masks_rle``, or ROI ``pred_masks`` (N, 1, m, m) + ``pred_mask_boxes``), ``pred_boxes``
+    (N x 4 XYXY_ABS), ``scores`` (N,) and ``objectness_logits`` (N,). Each image's masks become
+    RLEs as they arrive (ROI masks are pasted then, on their device), so the AR is the same
+    whatever the format.
 
     ``evaluate()`` returns, in percent::
 
@@ -79,7 +83,7 @@ class SegmentProposalEvaluator(DatasetEvaluator):
     """
 
     def __init__(self, dataset_name, output_dir=None, max_dets=(10, 100, 1000), distributed=True,
-                 eval_category_ids=None, budget_rule="oln"):
+                 eval_category_ids=None, budget_rule="oln", mask_threshold=0.5):
         """
         Args:
             dataset_name (str): a dataset registered in ``DatasetCatalog``; its ground truth comes
@@ -94,6 +98,8 @@ class SegmentProposalEvaluator(DatasetEvaluator):
             budget_rule (str): with ``eval_category_ids``, "oln" (top N cut first: proposals
                 on ignored objects use up the budget, as OLN's code) or "exclude_seen"
                 (proposals at IoU >= 0.5 with an ignored object are removed before the cut).
+            mask_threshold (float): binarises ROI-format mask probabilities; pass the model's
+                ``MODEL.INSTANCEFCN.MASK_THRESHOLD``.
         """
         if budget_rule not in BUDGET_RULES:
             raise ValueError(f"budget_rule must be one of {BUDGET_RULES}, got {budget_rule!r}")
@@ -102,6 +108,7 @@ class SegmentProposalEvaluator(DatasetEvaluator):
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._distributed = distributed
+        self._mask_threshold = mask_threshold
         # COCOeval truncates detections at maxDets[-1] and slices the first maxDet of each image
         # for every entry, so the list must be ascending and unique.
         max_dets = sorted({int(m) for m in max_dets})
@@ -118,12 +125,12 @@ class SegmentProposalEvaluator(DatasetEvaluator):
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
             image_id = inp["image_id"]
-            instances = out["instances"].to("cpu")
+            instances = out["instances"]  # any device: the converters copy only what they keep
             _, boxes, logits = instances_to_proposal_record(instances, image_id)
             self._predictions.append(
                 {
                     "image_id": image_id,
-                    "coco_results": instances_to_coco_results(instances, image_id),
+                    "coco_results": instances_to_coco_results(instances, image_id, self._mask_threshold),
                     "boxes": boxes,
                     "objectness_logits": logits,
                 }
