@@ -9,6 +9,7 @@ import colorsys
 
 import cv2
 import numpy as np
+import torch
 
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer

@@ -3,7 +3,7 @@
 The reference file beside it was written by the commit before the feature-pyramid model
 (c5cb059) with ``git worktree add /tmp/old c5cb059 && PYTHONPATH=/tmp/old python
 tests/data/single_level_reference.py > tests/data/single_level_c5cb059.json``; the
-single-level path must still give exactly these numbers (tests/test_fpn.py).
+single-level path must still give exactly these numbers (tests/unit/test_fpn.py).
 """
 import json, sys, torch
 import torch.nn as nn, torch.nn.functional as F

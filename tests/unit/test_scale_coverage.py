@@ -31,7 +31,7 @@ from detectron2.data.datasets import load_coco_json, register_coco_instances
 from detectron2.data.transforms import ResizeShortestEdge
 from detectron2.modeling import build_model
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICKSTART = os.path.join(REPO, "configs", "quickstart", "InstanceFCN-VGG16-synthetic.yaml")
 sys.path.insert(0, os.path.join(REPO, "tools"))
 import plan_scales  # noqa: E402

@@ -37,7 +37,7 @@ from instancefcn_d2.evaluation import (
 )
 
 CONFIG = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     "configs",
     "FastRCNN-R50-C4-precomputed-proposals.yaml",
 )

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
 HEADLINE_KEYS = ("post_backbone_fraction", "post_backbone_fraction_480x640", "peak_rss_gb_800x1200",

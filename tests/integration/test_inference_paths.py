@@ -19,7 +19,7 @@ from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TV_CONV4_3_RELU = 23  # torchvision vgg16().features[:23]: conv1_1 .. ReLU after conv4_3 (before pool4)
 TINY = ["MODEL.DEVICE", "cpu", "MODEL.INSTANCEFCN.TEST_SCALES", "[96]", "MODEL.INSTANCEFCN.TEST_MAX_SIZE", "128",
         "MODEL.INSTANCEFCN.TOPK_PER_SCALE", "50"]

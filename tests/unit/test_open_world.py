@@ -320,11 +320,11 @@ def test_config_ids_are_dataset_ids(tmp_path):
         MetadataCatalog.remove(name)
 
 
-@pytest.mark.parametrize("config", sorted(os.listdir(os.path.join(os.path.dirname(__file__), "..", "configs", "open_world"))))
+@pytest.mark.parametrize("config", sorted(os.listdir(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "open_world"))))
 def test_open_world_configs_load(config):
     from instancefcn_d2.engine import merge_config  # (typos in keys fail there)
 
-    path = os.path.join(os.path.dirname(__file__), "..", "configs", "open_world", config)
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "open_world", config)
     with open(path) as f:
         base = next(line.split(":", 1)[1].strip().strip('"') for line in f if line.startswith("_BASE_"))
     if not os.path.isfile(os.path.join(os.path.dirname(path), base)):
@@ -347,7 +347,7 @@ def test_train_net_open_world_smoke(tmp_path):
     import subprocess
     import sys
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.path.insert(0, os.path.join(repo, "tools"))
     from quickstart import SMOKE_OPTS
 

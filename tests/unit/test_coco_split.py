@@ -47,6 +47,6 @@ def test_registration_under_detectron2_datasets_and_clear_error(tmp_path, monkey
 def test_paper_config_uses_the_papers_split():
     from instancefcn_d2.config import get_project_cfg
 
-    cfg = get_project_cfg(os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "InstanceFCN-VGG16-COCO.yaml"))
+    cfg = get_project_cfg(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "configs", "InstanceFCN-VGG16-COCO.yaml"))
     assert tuple(cfg.DATASETS.TRAIN) == ("coco_2014_train",) and tuple(cfg.DATASETS.TEST) == (NAME,)
     assert cfg.MODEL.INSTANCEFCN.MASK_LOSS_NORMALIZATION == "window"

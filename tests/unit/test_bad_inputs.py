@@ -35,7 +35,7 @@ from instancefcn_d2.engine import check_config
 from instancefcn_d2.evaluation import SegmentProposalEvaluator
 from instancefcn_d2.weights import vgg16_param_shapes
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE_YAML = os.path.join(REPO, "configs", "Base-InstanceFCN-VGG16.yaml")
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -20,7 +20,7 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.modeling import build_model
 from pycocotools import mask as mask_util
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WEIGHTS = os.path.join(REPO, "weights", "vgg16_caffe_imagenet.pth")
 ITERS = 40
 

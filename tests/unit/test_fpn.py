@@ -13,10 +13,10 @@ from detectron2.modeling import build_model
 
 from instancefcn_d2.targets import WindowLabeler, inside_windows, window_boxes
 
-from .data.single_level_reference import run as single_level_run
+from ..data.single_level_reference import run as single_level_run
 from .test_model import check_contract, object_input
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
 
 
 def test_single_level_model_gives_the_same_losses_and_proposals_as_before():

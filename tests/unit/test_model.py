@@ -27,7 +27,7 @@ from instancefcn_d2.assembling import assemble_dense
 from instancefcn_d2.heads import InstanceBranch, ObjectnessBranch
 from instancefcn_d2.targets import WindowLabeler
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STRIDE, M, K = 8, 7, 3  # tiny model: 7 x 7 windows of 8-px cells (56 px)
 
 

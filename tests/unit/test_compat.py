@@ -14,7 +14,7 @@ import torch
 import instancefcn_d2
 from instancefcn_d2 import compat
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 needs_missing_ops = pytest.mark.skipif(
     compat.has_compiled_ops(), reason="detectron2 built with its compiled ops (upstream build)"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 import render_results as R  # noqa: E402
 
@@ -86,6 +86,7 @@ def test_check_rewrite_and_missing_blocks(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     (results / "quickstart.json").write_text(json.dumps(record()))
+    shutil.copy(os.path.join(REPO, "results", "open_world_synthetic.json"), results)  # its block is in RESULTS.md
     md = tmp_path / "RESULTS.md"
     shutil.copy(os.path.join(REPO, "RESULTS.md"), md)
     args = ["--markdown", str(md), "--results-dir", str(results)]
@@ -97,9 +98,9 @@ def test_check_rewrite_and_missing_blocks(tmp_path):
     (results / "small_objects.json").write_text(json.dumps({"machine": MACHINE, "ar": {"AR@100": 1.0}}))
     with pytest.raises(SystemExit, match="results without a block.*BEGIN small_objects"):
         R.main(args + ["--check"])
-    md.write_text(text + "\n<!-- BEGIN open_world_synthetic -->\n<!-- END open_world_synthetic -->\n"
-                  "<!-- BEGIN small_objects -->\n<!-- END small_objects -->\n")
-    with pytest.raises(SystemExit, match="open_world_synthetic.*no results file"):
+    md.write_text(text + "\n<!-- BEGIN small_objects -->\n<!-- END small_objects -->\n"
+                  "<!-- BEGIN no_such_results -->\n<!-- END no_such_results -->\n")
+    with pytest.raises(SystemExit, match="no_such_results.*no results file"):
         R.main(args)
 
 

@@ -20,7 +20,7 @@ import textwrap
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICKSTART = os.path.join(REPO, "configs", "quickstart", "InstanceFCN-VGG16-synthetic.yaml")
 QUICKSTART_FPN = os.path.join(REPO, "configs", "quickstart", "InstanceFCN-VGG16-FPN-synthetic.yaml")
 

@@ -16,7 +16,7 @@ import sys
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = "configs/quickstart/InstanceFCN-VGG16-synthetic.yaml"
 ITERS, PERIOD = 4, 2
 OPTS = [

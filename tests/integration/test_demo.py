@@ -19,7 +19,7 @@ from instancefcn_d2.visualize import draw_proposals, proposal_colors, side_by_si
 import pycocotools.mask as mask_util
 from detectron2.structures import Boxes, Instances
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "tools", "demo.py")
 CONFIG = os.path.join(REPO, "configs", "Base-InstanceFCN-VGG16.yaml")
 # Random init, one small scale, few windows: a couple of seconds per run on a CPU.

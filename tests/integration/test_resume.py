@@ -25,7 +25,7 @@ from detectron2.engine import default_argument_parser, hooks
 
 from instancefcn_d2.checkpoint import AtomicDetectionCheckpointer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICKSTART = os.path.join(REPO, "configs", "quickstart", "InstanceFCN-VGG16-synthetic.yaml")
 MAX_ITER, PERIOD, BASE_LR, WARMUP_FACTOR = 12, 4, 0.001, 0.1
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
 from tools.benchmark.calibration import fits_in_memory  # noqa: E402

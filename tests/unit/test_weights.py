@@ -18,7 +18,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from instancefcn_d2 import weights as W
 from instancefcn_d2.backbone.vgg import VGG16, VGG16_BLOCKS
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REAL_WEIGHTS = os.path.join(REPO, "weights", "vgg16_caffe_imagenet.pth")
 CONVERT_TOOL = os.path.join(REPO, "tools", "convert_vgg16_weights.py")
 N_PARAMS = 14_714_688
