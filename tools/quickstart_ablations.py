@@ -36,13 +36,14 @@ ABLATIONS = {
 }
 
 
-def run(name, iters, output_root):
+def run(name, iters, output_root, train=True):
     out = os.path.join(output_root, name)
     steps = f"({int(iters * 0.8)},)"
     cmd = [sys.executable, "train_net.py", "--config-file", CONFIG, *ABLATIONS[name], "SOLVER.MAX_ITER", str(iters),
            "SOLVER.STEPS", steps, "SOLVER.CHECKPOINT_PERIOD", str(iters), "OUTPUT_DIR", out]
-    with open(os.path.join(REPO, output_root, f"{name}.log"), "w") as log:
-        subprocess.run(cmd, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
+    if train:
+        with open(os.path.join(REPO, output_root, f"{name}.log"), "w") as log:
+            subprocess.run(cmd, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
     with open(os.path.join(REPO, out, "proposal_ar.json")) as f:
         ar = json.load(f)
     return name, {"overrides": ABLATIONS[name] + ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", steps],
@@ -56,6 +57,8 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=1, help="ablations trained at once")
     ap.add_argument("--output-root", default="output/ablations")
     ap.add_argument("--out", default="results/quickstart_ablations.json")
+    ap.add_argument("--skip-training", action="store_true",
+                    help="collect runs already in --output-root (trained by an earlier call with the same --iters)")
     args = ap.parse_args(argv)
     from machine import describe_machine
 
@@ -66,11 +69,11 @@ def main(argv=None):
         raise SystemExit(f"unknown ablations {unknown}; choose from {list(ABLATIONS)}")
     os.makedirs(os.path.join(REPO, args.output_root), exist_ok=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        runs = dict(pool.map(lambda n: run(n, args.iters, args.output_root), names))
+        runs = dict(pool.map(lambda n: run(n, args.iters, args.output_root, not args.skip_training), names))
     record = {"what": "class-agnostic AR (percent) on synthetic_val; quick-start config with overrides",
               "config": CONFIG, "budget": f"{args.iters} iterations at batch 1, SEED 42, ImageNet VGG-16 start",
               "command": " ".join(["python", "tools/quickstart_ablations.py", *(argv or sys.argv[1:])]),
-              "machine": machine, "runs": runs}
+              "machine": machine, "trained_in_this_run": not args.skip_training, "runs": runs}
     sys.path.insert(0, REPO)
     from instancefcn_d2.fileio import atomic_write
 
