@@ -5,14 +5,8 @@ from .export import (
     write_coco_results,
     write_proposal_pickle,
 )
-from .segment_proposals import (
-    SegmentProposalEvaluator,
-    format_ar_table,
-    load_coco_gt,
-    proposal_recall,
-    run_proposal_cocoeval,
-    score_proposals,
-)
+from .recall import format_ar_table, proposal_recall, run_proposal_cocoeval, score_proposals
+from .segment_proposals import SegmentProposalEvaluator, load_coco_gt
 from .timing import TimedModel, drop_undefined
 
 __all__ = [
