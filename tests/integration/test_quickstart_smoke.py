@@ -63,12 +63,13 @@ def test_training_evaluation_and_pictures(quickstart):
     assert (inference / "box_proposals.pkl").is_file()
     assert ar["inference"]["images"] == 3 and ar["inference"]["s_per_image"] > 0
 
-    # Pictures of val images, at the images' own size.
+    # Pictures of val images, small ones enlarged to a 512-px shorter side (readable labels).
     pictures = sorted((out / "pictures").iterdir())
     assert len(pictures) == 2
     for p in pictures:
         src = tmp / "data_tiny" / "val" / p.name
-        assert cv2.imread(str(p)).shape == cv2.imread(str(src)).shape
+        (h, w, c), (sh, sw, sc) = cv2.imread(str(p)).shape, cv2.imread(str(src)).shape
+        assert c == sc and min(h, w) == max(512, min(sh, sw)) and abs(h / w - sh / sw) < 0.01
     assert "Class-agnostic mask AR" in proc.stdout
 
 
