@@ -1,4 +1,5 @@
 """Shared fixtures: a project config builder and a time-limited multi-process spawn."""
+import logging
 import os
 import time
 
@@ -7,6 +8,15 @@ import torch.multiprocessing as mp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPAWN_TIMEOUT_S = 240  # per multi-process test: a hung collective fails instead of hanging CI
+
+
+@pytest.fixture(autouse=True)
+def _project_logs_reach_caplog():
+    """detectron2's ``setup_logger(name="instancefcn_d2")`` (run in-process by train_net-style
+    tests) turns propagation off for the project's logger, which hides its records from
+    ``caplog`` in every later test: turn it back on before each test."""
+    logging.getLogger("instancefcn_d2").propagate = True
+    yield
 
 
 @pytest.fixture

@@ -26,8 +26,13 @@ def test_single_level_model_gives_the_same_losses_and_proposals_as_before():
     with open(os.path.join(HERE, "data", "single_level_c5cb059.json")) as f:
         before = json.load(f)
     now = single_level_run(mask_loss_normalization="pixel")
-    assert now["losses"] == before["losses"]
-    assert now["proposals"] == before["proposals"]
+    # Exact boxes and masks; float sums to 1e-6 (the reference ran on one thread, and CPU
+    # reductions change in the last bits with the thread count).
+    assert now["losses"] == pytest.approx(before["losses"], rel=1e-6)
+    assert len(now["proposals"]) == len(before["proposals"])
+    for a, b in zip(now["proposals"], before["proposals"]):
+        assert a["boxes"] == b["boxes"] and a["mask_sum"] == b["mask_sum"]
+        assert a["logits"] == pytest.approx(b["logits"], rel=1e-5, abs=1e-9)
 
 
 def test_an_object_is_positive_only_on_the_level_whose_window_fits_it():
