@@ -45,6 +45,7 @@ def add_instancefcn_config(cfg):
     _C.MODEL.INSTANCEFCN.MASK_THRESHOLD = 0.5  # binarise pasted mask probabilities at this value
     _C.MODEL.INSTANCEFCN.MASK_FORMAT = "bitmask"  # "bitmask": pred_masks (N, H, W); "rle": pred_masks_rle; "roi": (N, 1, m, m) + boxes (docs/mask_formats.md)
     _C.MODEL.INSTANCEFCN.NMS_THRESH = 0.8  # box IoU for NMS on the masks' tight boxes, across scales
+    _C.MODEL.INSTANCEFCN.NMS_PER_LEVEL_FIRST = False  # NMS within each test scale's level, then across: cheaper at thousands of windows
 
     # --- open-world proposals (train on some categories, score AR on the others) ---
     _C.DATASETS.TRAIN_CATEGORY_IDS = []  # dataset category ids (as in the COCO JSON) to train on; [] = all

@@ -71,6 +71,7 @@ class InstanceFCN(nn.Module):
         nms_thresh: float = 0.8,
         detections_per_image: int = 1000,
         mask_format: str = "bitmask",
+        nms_per_level_first: bool = False,
     ):
         super().__init__()
         shapes = backbone.output_shape()
@@ -107,6 +108,7 @@ class InstanceFCN(nn.Module):
         if mask_format not in MASK_FORMATS:
             raise ValueError(f"MODEL.INSTANCEFCN.MASK_FORMAT {mask_format!r}: expected one of {MASK_FORMATS}")
         self.mask_format = mask_format
+        self.nms_per_level_first = nms_per_level_first
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
 
@@ -143,6 +145,7 @@ class InstanceFCN(nn.Module):
             "nms_thresh": c.NMS_THRESH,
             "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "mask_format": c.MASK_FORMAT,
+            "nms_per_level_first": c.NMS_PER_LEVEL_FIRST,
         }
 
     @property
@@ -250,7 +253,8 @@ class InstanceFCN(nn.Module):
         with record_function("instancefcn.render"):
             return [{"instances": proposals_from_windows(
                 w, mask_threshold=self.mask_threshold, nms_thresh=self.nms_thresh,
-                max_proposals=self.detections_per_image, mask_format=self.mask_format)} for w in selected]
+                max_proposals=self.detections_per_image, mask_format=self.mask_format,
+                nms_per_level_first=self.nms_per_level_first)} for w in selected]
 
     def select_windows(self, batched_inputs: List[Dict]) -> List[Instances]:
         """The top ``topk_per_scale`` windows of every level and test scale, assembled.
@@ -258,7 +262,8 @@ class InstanceFCN(nn.Module):
         The images of a batch go through the backbone together, once per test scale. Returns,
         per image, ``Instances`` of its output frame (``height`` x ``width``) with
         ``mask_logits`` ``(P, m, m)``, ``window_boxes`` ``(P, 4)`` in that frame,
-        ``objectness_logits`` ``(P,)`` and ``levels`` ``(P,)``: the input of any mask renderer.
+        ``objectness_logits`` ``(P,)``, ``levels`` ``(P,)`` and ``scales`` ``(P,)`` (test-scale
+        index): the input of any mask renderer.
         """
         images = []
         for inp in batched_inputs:
@@ -283,11 +288,12 @@ class InstanceFCN(nn.Module):
                     out_h, out_w = out_sizes[i]
                     scale_xy = torch.tensor([out_w / w, out_h / h, out_w / w, out_h / h], device=self.device)
                     for l, (maps, obj, stride) in enumerate(zip(score_maps, objectness, self.strides)):
-                        parts[i].append(self._select_level(maps[i:i + 1], obj[i], stride, (h, w), scale_xy, l))
+                        part = self._select_level(maps[i:i + 1], obj[i], stride, (h, w), scale_xy, l)
+                        parts[i].append(part + (torch.full_like(part[3], scale),))
         results = []
         for (out_h, out_w), image_parts in zip(out_sizes, parts):
             r = Instances((out_h, out_w))
-            r.mask_logits, r.objectness_logits, r.window_boxes, r.levels = (
+            r.mask_logits, r.objectness_logits, r.window_boxes, r.levels, r.scales = (
                 torch.cat(x) for x in zip(*image_parts))
             results.append(r)
         return results

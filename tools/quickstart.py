@@ -3,11 +3,12 @@
 every figure of the run to one results file.
 
     bash tools/quickstart.sh                       # set-up + this script (the README's main command)
+    python tools/quickstart.py --model vgg16_pyramid   # the paper's model (image pyramid) instead
     python tools/quickstart.py --with-k1-ablation  # also train k=1 (a plain FCN) and compare
-    python tools/quickstart.py --variants vgg16_fpn,r50_fpn_scratch   # other models, same data
+    python tools/quickstart.py --variants vgg16_pyramid,r50_fpn_scratch   # other models, same data
 
 Steps (each a normal command you can also run by hand), timed separately:
-  1. train:    python train_net.py --config-file configs/quickstart/InstanceFCN-VGG16-synthetic.yaml
+  1. train:    python train_net.py --config-file configs/quickstart/InstanceFCN-VGG16-FPN-synthetic.yaml
                DATASETS.TEST "()"   (generates the synthetic data on first use, then trains)
   2. eval:     python train_net.py ... --eval-only MODEL.WEIGHTS OUTPUT/model_final.pth
                (SegmentProposalEvaluator: mask and box AR; per-image inference time)
@@ -29,13 +30,14 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tools"))
-CONFIG = "configs/quickstart/InstanceFCN-VGG16-synthetic.yaml"
-# --variants: other models trained and scored on the same synthetic data.
+# --model / --variants: the models trained and scored on the same synthetic data.
 VARIANTS = {
-    "vgg16_pyramid": CONFIG,
     "vgg16_fpn": "configs/quickstart/InstanceFCN-VGG16-FPN-synthetic.yaml",
+    "vgg16_pyramid": "configs/quickstart/InstanceFCN-VGG16-synthetic.yaml",  # the paper's model
     "r50_fpn_scratch": "configs/quickstart/InstanceFCN-R50-FPN-synthetic.yaml",
 }
+DEFAULT_MODEL = "vgg16_fpn"
+CONFIG = VARIANTS[DEFAULT_MODEL]
 MASK_KEYS = ("AR@10", "AR@100", "AR@1000")
 SMOKE_OPTS = [
     "DATASETS.TRAIN", "('synthetic_tiny_train',)", "DATASETS.TEST", "('synthetic_tiny_val',)",
@@ -122,11 +124,14 @@ def parse_variants(text):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=list(VARIANTS), default=DEFAULT_MODEL,
+                    help=f"the model of the main run and of the k=1 ablation (default {DEFAULT_MODEL}; "
+                    "vgg16_pyramid is the paper's)")
     ap.add_argument("--output-dir", default="output/quickstart")
     ap.add_argument("--pictures", type=int, default=8, help="val images to draw")
     ap.add_argument("--with-k1-ablation", action="store_true", help="also train k=1 and compare (2x time)")
     ap.add_argument("--variants", default="", help=f"comma list among {', '.join(VARIANTS)}: "
-                    "also train and score these models (vgg16_pyramid reuses the main run)")
+                    "also train and score these models (the --model one reuses the main run)")
     ap.add_argument("--smoke", action="store_true", help="a few iterations on tiny images (CI)")
     ap.add_argument("--results-dir", default=None,
                     help="where quickstart.json (and k1_vs_k5.png) go; default OUTPUT_DIR")
@@ -135,6 +140,7 @@ def main(argv=None):
     variants = parse_variants(args.variants)
     opts = (SMOKE_OPTS if args.smoke else []) + args.opts
     results_dir = args.results_dir or args.output_dir
+    config = VARIANTS[args.model]
 
     from machine import describe_machine
 
@@ -145,16 +151,17 @@ def main(argv=None):
         "command": "python tools/quickstart.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "dataset": _test_dataset(opts),
         "machine": machine,
-        "runs": {"k5": train_eval_draw(CONFIG, args.output_dir, opts, args.pictures)},
+        "model": args.model,
+        "runs": {"k5": train_eval_draw(config, args.output_dir, opts, args.pictures)},
     }
     if args.with_k1_ablation:
         k1_dir = args.output_dir + "_k1"
-        record["runs"]["k1"] = train_eval_draw(CONFIG, k1_dir, opts + ["MODEL.INSTANCEFCN.K", "1"], args.pictures)
+        record["runs"]["k1"] = train_eval_draw(config, k1_dir, opts + ["MODEL.INSTANCEFCN.K", "1"], args.pictures)
         k1_vs_k5_picture(args.output_dir, k1_dir, val_images(opts)[0], os.path.join(results_dir, "k1_vs_k5.png"))
     if variants:
         record["variants"] = {}
     for name in variants:
-        run_ = record["runs"]["k5"] if VARIANTS[name] == CONFIG else train_eval_draw(
+        run_ = record["runs"]["k5"] if name == args.model else train_eval_draw(
             VARIANTS[name], os.path.join(args.output_dir + "_variants", name), opts, args.pictures)
         record["variants"][name] = {"config": run_["config"], **{k: run_["mask"][k] for k in MASK_KEYS},
                                     "train_s": run_["stages_s"]["train"],

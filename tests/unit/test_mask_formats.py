@@ -18,12 +18,12 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 from detectron2.structures import BoxMode, Instances
 from torch.profiler import ProfilerActivity, profile
-from torchvision.ops import nms
+from torchvision.ops import box_iou, nms
 
 from instancefcn_d2 import InstanceFCN
 from instancefcn_d2.evaluation import SegmentProposalEvaluator, instances_to_proposal_record, write_proposal_pickle
 from instancefcn_d2.heads import InstanceBranch, ObjectnessBranch
-from instancefcn_d2.inference import nms_first, proposals_from_windows
+from instancefcn_d2.inference import nms_first, nms_groups_first, proposals_from_windows
 from instancefcn_d2.mask_rendering import (
     MASK_FORMATS,
     PASTE_CHUNK_BYTES,
@@ -257,6 +257,42 @@ def test_nms_first_equals_full_nms(max_kept):
     ranks = torch.arange(600, 0, -1).float()
     ref = order[nms(boxes[order], ranks, 0.5)][:max_kept]  # plain NMS over everything
     assert torch.equal(nms_first(boxes, scores, 0.5, max_kept), ref)
+
+
+def _greedy_nms(boxes, order, thresh):
+    """Textbook greedy NMS over ``order`` (a list of indices, best first): the reference."""
+    kept = []
+    for i in order:
+        if all(box_iou(boxes[i:i + 1], boxes[j:j + 1]).item() <= thresh for j in kept):
+            kept.append(i)
+    return kept
+
+
+@pytest.mark.parametrize("max_kept", [5, 40, 1000])
+def test_nms_groups_first_equals_two_greedy_passes(max_kept):
+    """Per group, then across groups on the survivors, as two written-out greedy loops."""
+    g = torch.Generator().manual_seed(7 + max_kept)
+    xy = (torch.rand(20, 1, 2, generator=g) * 60 + torch.rand(20, 6, 2, generator=g) * 4).view(120, 2)
+    wh = (torch.rand(20, 1, 2, generator=g) * 30 + 5 + torch.rand(20, 6, 2, generator=g) * 4).view(120, 2)
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    scores = torch.randperm(120, generator=g).float()  # distinct: the order is unambiguous
+    groups = torch.randint(0, 3, (120,), generator=g)
+    best_first = scores.argsort(descending=True).tolist()
+    within = []
+    for k in range(3):
+        within += _greedy_nms(boxes, [i for i in best_first if groups[i] == k], 0.5)
+    ref = _greedy_nms(boxes, sorted(within, key=lambda i: -scores[i].item()), 0.5)[:max_kept]
+    got = nms_groups_first(boxes, scores, groups, 0.5, max_kept).tolist()
+    assert got == ref
+
+
+def test_nms_groups_first_differs_from_one_pass_as_documented():
+    """A (group 0) suppresses B (group 1); B suppresses C within group 1 first, so C is lost,
+    where one greedy pass keeps it (C overlaps A at IoU 0.67 < 0.7)."""
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [2, 0, 12, 10]], dtype=torch.float32)
+    scores, groups = torch.tensor([3.0, 2.0, 1.0]), torch.tensor([0, 1, 1])
+    assert nms_first(boxes, scores, 0.7, 10).tolist() == [0, 2]
+    assert nms_groups_first(boxes, scores, groups, 0.7, 10).tolist() == [0]
 
 
 # ------------------------------------------------------------------------------ CUDA

@@ -232,6 +232,26 @@ def test_inference_random_model_contract_and_detection_cap():
     torch.testing.assert_close(wide[0]["instances"].scores[:5], out[0]["instances"].scores)
 
 
+def test_nms_per_level_first_through_the_model():
+    """Selection tags each window with its test scale; the two-pass NMS groups by it."""
+    from instancefcn_d2.inference import proposals_from_windows
+
+    model = tiny_model(test_scales=(48, 64, 80)).eval()
+    image = {"image": rand_image(64, 80, 5)}
+    sel = model.select_windows([image])[0]
+    per_scale = [len(model.select_windows([image])[0]) for model.test_scales in ((48,), (64,), (80,))]
+    model.test_scales = (48, 64, 80)
+    assert torch.equal(sel.scales.bincount(), torch.tensor(per_scale))
+    model.nms_per_level_first = True
+    got = model([image])[0]["instances"]
+    check_contract(got, 64, 80, 1000)
+    ref = proposals_from_windows(sel, nms_thresh=model.nms_thresh, nms_per_level_first=True)
+    torch.testing.assert_close(got.scores, ref.scores)
+    # It is the grouped NMS that ran: the same windows with every scale in one group differ.
+    sel.scales = torch.zeros_like(sel.scales)
+    assert len(proposals_from_windows(sel, nms_thresh=model.nms_thresh, nms_per_level_first=True)) != len(got)
+
+
 def test_inference_assembles_only_topk(monkeypatch):
     calls = []
     real = meta_arch_mod.assemble
