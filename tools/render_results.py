@@ -79,6 +79,9 @@ def quickstart_blocks(record):
             "", f"Seconds: training {st['train']:.1f}, evaluation {st['eval']:.1f} "
             f"({k5['infer_s_per_image']:.2f} per image), pictures {st['pictures']:.1f}; the whole "
             f"command {record['wall_clock_s']:.1f} (set-up not included)."]
+    if record.get("main_command_s") is not None:
+        main[-1] += (f" Run as `bash tools/quickstart.sh` (the README's main command): set-up "
+                     f"{record['setup_s']:.0f} s, {record['main_command_s'] / 60:.1f} min in all.")
     blocks = {"quickstart": "\n".join(main)}
     if "k1" in runs:
         k1 = runs["k1"]

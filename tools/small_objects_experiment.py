@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Small objects: AR@100 with the quick start's scales vs the scales planned by plan_scales.py.
 
-  python tools/small_objects_experiment.py [--iters 400] [--output-dir output/small_objects]
+  python tools/small_objects_experiment.py [--iters 400] [--config-file CFG] [--output-dir output/small_objects]
 
 Generates ``synthetic_small`` (10-40 px objects), plans the scales for its train split with
-``tools/plan_scales.py``, then trains ``configs/quickstart/InstanceFCN-VGG16-synthetic.yaml``
-twice with the same budget (``--iters`` iterations, batch 1, same seed), once as it is and once
+``tools/plan_scales.py``, then trains the quick-start config (``--config-file``; default the
+main command's, ``configs/quickstart/InstanceFCN-VGG16-FPN-synthetic.yaml``) twice with the same
+budget (``--iters`` iterations, batch 1, same seed), once as it is and once
 with the planned overrides, evaluates both on ``synthetic_small_val`` and writes the figures,
 commands and coverage to ``results/small_objects.json``.
 """
@@ -16,7 +17,7 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = "configs/quickstart/InstanceFCN-VGG16-synthetic.yaml"
+CONFIG = "configs/quickstart/InstanceFCN-VGG16-FPN-synthetic.yaml"
 
 
 def run(cmd):
@@ -32,6 +33,7 @@ def main():
     MACHINE = describe_machine(gemm_sizes=())  # load average at the start, before any work
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=400)
+    ap.add_argument("--config-file", default=CONFIG, help="the quick-start config to plan for and train")
     ap.add_argument("--output-dir", default="output/small_objects")
     ap.add_argument("--results", default="results/small_objects.json")
     args = ap.parse_args()
@@ -42,13 +44,13 @@ def main():
 
     run([py, "tools/make_synthetic_dataset.py", "--preset", "synthetic_small"])
     planned_yaml = os.path.join(out, "planned.yaml")
-    plan_cmd = [py, "tools/plan_scales.py", "--config-file", CONFIG, "--dataset", "synthetic_small_train",
+    plan_cmd = [py, "tools/plan_scales.py", "--config-file", args.config_file, "--dataset", "synthetic_small_train",
                 "--output", planned_yaml, "--json"]
     print("+", " ".join(plan_cmd), flush=True)
     plan = json.loads(subprocess.run(plan_cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout)
 
     runs = {}
-    for name, config in (("quickstart_scales", CONFIG), ("planned_scales", planned_yaml)):
+    for name, config in (("quickstart_scales", args.config_file), ("planned_scales", planned_yaml)):
         run_dir = os.path.join(out, name)
         cmd = [py, "train_net.py", "--config-file", config, *data, *budget, "OUTPUT_DIR", run_dir]
         run(cmd)
@@ -59,11 +61,12 @@ def main():
             "mask": {k: round(ar["segm_proposals"][k], 1) for k in ("AR@10", "AR@100", "AR@1000")},
             "box": {k: round(ar["box_proposals"][k], 1) for k in ("AR@10", "AR@100", "AR@1000")},
         }
-        write(args.results, plan_cmd, plan, runs, args.iters)  # after each run: a partial file survives a kill
+        write(args.results, args.config_file, plan_cmd, plan, runs, args.iters)  # after each run: a partial file survives a kill
 
 
-def write(path, plan_cmd, plan, runs, iters):
+def write(path, config, plan_cmd, plan, runs, iters):
     result = {
+        "config": config,
         "what": "class-agnostic AR (percent) on synthetic_small_val (40 images, 10-40 px objects), "
                 "quick-start config with its own scales vs the scales planned by tools/plan_scales.py",
         "budget": f"{iters} iterations at batch 1 each, SEED 42, ImageNet VGG-16 start",

@@ -81,6 +81,8 @@ def plan(args, device, has_mask_format):
         memory("rle", (256, 320), 100)
         memory("bitmask", (256, 320), 100)
         mask_rcnn("mask_rcnn_128x160", (128, 160), min_size_test=128, max_size_test=256)
+        jobs.append(("nms_128x160_300", dict(common, kind="nms", model="vgg16_pyramid", size=[128, 160],
+                                             detections=300, **QUICK_SCALES["vgg16_pyramid"])))
         train("train_quickstart_160x160", "quickstart", (160, 160))
         return jobs
     infer("ifcn_480x640_1000", "vgg16_pyramid", (480, 640), 1000, flops=True)
@@ -88,6 +90,7 @@ def plan(args, device, has_mask_format):
     infer("ifcn_240x320_1000", "vgg16_pyramid", (240, 320), 1000)
     infer("ifcn_480x640_100", "vgg16_pyramid", (480, 640), 100)
     infer("ifcn_480x640_5000", "vgg16_pyramid", (480, 640), 5000)
+    jobs.append(("nms_480x640_5000", dict(common, kind="nms", model="vgg16_pyramid", size=[480, 640], detections=5000)))
     for model in ("vgg16_fpn", "r50_fpn"):
         infer(f"ifcn_{model}_800x1200_1000", model, (800, 1200), 1000, flops=True)
     memory("rle", (4000, 3000), 1000)
@@ -209,7 +212,8 @@ def main(argv=None):
             results[name] = run_job(spec, log)
         r = results[name]
         log(f"  {name}: " + (r.get("skipped") or r.get("error", "")[:200] if not ok(r) else
-                            f"{r.get('total_s', r.get('iter_s')):.3f}s (job {r['job_wall_s']:.1f}s)"))
+                            f"{next(r[k] for k in ('total_s', 'iter_s', 'per_level_first_s') if k in r):.3f}s "
+                            f"(job {r['job_wall_s']:.1f}s)"))
         write(results, done=False)
     write(results, done=True)
     log(f"done in {time.perf_counter() - t_start:.1f}s; wrote " + ", ".join(p for pair in targets for p in pair))

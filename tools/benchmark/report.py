@@ -146,6 +146,14 @@ def flops(data):
                   "vs GEMM peak"), rows)
 
 
+def nms(data):
+    rows = [(r["model"], _size(r), r["windows"], r["nms_thresh"], r["detections_per_image"],
+             f"{s_(r['one_pass_s'])} / {r['one_pass_proposals']}", f"{s_(r['per_level_first_s'])} / {r['per_level_first_proposals']}",
+             f"{r['speedup']:.1f}x") for _, r in _rows(data, "nms_")]
+    return table(("model", "image", "windows", "NMS_THRESH", "cap", "one pass: time / kept",
+                  "per level first: time / kept", "speed-up"), rows)
+
+
 def mask_rcnn(data):
     rows = [(_size(r), f"{r['resized_to'][0]}x{r['resized_to'][1]}", r["score_thresh_test"], r.get("rpn_proposals_out"),
              r["detections_out"], s_(r["total_s"]), f"{r['peak_rss_gb']:.2f} GB") for _, r in _rows(data, "mask_rcnn")]
@@ -183,7 +191,7 @@ def render(data, json_name="results/benchmark.json"):
             command=data["command"], status=status, repeats=data["repeats"], warmup=data["warmup"],
             train_iters=data["train_iters"], machine=machine(data), targets=targets(data),
             headlines=headlines(data), stages=stages(data), work=work(data), by_model=by_model(data),
-            memory=memory(data), flops=flops(data), mask_rcnn=mask_rcnn(data), training=training(data),
+            memory=memory(data), nms=nms(data), flops=flops(data), mask_rcnn=mask_rcnn(data), training=training(data),
             gpu=gpu(data), not_run=not_run(data))
     return text.rstrip() + "\n"
 

@@ -176,6 +176,44 @@ def infer_ifcn(spec):
     return res
 
 
+def nms(spec):
+    """The NMS of one image's rendering, both ways (one greedy pass over all windows; per
+    test scale's level, then across), on the windows a model selects at NMS_THRESH 0.8 with
+    ``detections`` proposals kept: median seconds of each and the proposals each keeps."""
+    import torch
+    from detectron2.modeling import build_model
+
+    from instancefcn_d2.inference import proposals_from_windows
+
+    opts = ["TEST.DETECTIONS_PER_IMAGE", spec["detections"]]
+    if spec.get("test_scales"):
+        opts += ["MODEL.INSTANCEFCN.TEST_SCALES", list(spec["test_scales"]),
+                 "MODEL.INSTANCEFCN.TEST_MAX_SIZE", spec["test_max_size"]]
+    cfg = build_cfg(MODELS[spec["model"]], spec["device"], opts)
+    cfg.MODEL.INSTANCEFCN.TOPK_PER_SCALE = max(cfg.MODEL.INSTANCEFCN.TOPK_PER_SCALE, spec["detections"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    weights = load_weights(model, cfg, spec.get("weights", "auto"))
+    h, w = spec["size"]
+    with torch.no_grad():
+        sel = model.select_windows([{"image": rand_image(h, w, spec.get("seed", 0)), "height": h, "width": w}])[0]
+    res = {"model": spec["model"], "size": [h, w], "weights": weights, "windows": len(sel),
+           "nms_thresh": cfg.MODEL.INSTANCEFCN.NMS_THRESH, "detections_per_image": spec["detections"]}
+    for key, per_level in (("one_pass", False), ("per_level_first", True)):
+        def render():  # "roi": no pasting, so the NMS dominates what is timed
+            return proposals_from_windows(sel, nms_thresh=cfg.MODEL.INSTANCEFCN.NMS_THRESH, mask_format="roi",
+                                          max_proposals=spec["detections"], nms_per_level_first=per_level)
+        for _ in range(spec["warmup"]):
+            render()
+        times = []
+        for _ in range(spec["repeats"]):
+            out, t = timed_call(render, spec["device"])
+            times.append(t)
+        res[f"{key}_s"], res[f"{key}_proposals"] = median(times), len(out)
+    res["speedup"] = res["one_pass_s"] / res["per_level_first_s"]
+    return res
+
+
 def _train_input(h, w, seed=0):
     """Noise image with three square objects: one of 96 px (the pyramid model's canonical
     size, so that positive windows exist), one smaller, one larger."""
@@ -238,7 +276,7 @@ def _mask_rcnn(spec):
     return infer_mask_rcnn(spec)
 
 
-WORKERS = {"infer_ifcn": infer_ifcn, "infer_mask_rcnn": _mask_rcnn, "train": train}
+WORKERS = {"infer_ifcn": infer_ifcn, "infer_mask_rcnn": _mask_rcnn, "train": train, "nms": nms}
 
 
 def main(argv=None):
