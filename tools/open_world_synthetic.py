@@ -6,7 +6,7 @@
     python tools/open_world_synthetic.py --skip-training # score the proposals already saved
     python tools/open_world_synthetic.py --variants background  # one variant only
 
-For each variant of configs/open_world/InstanceFCN-VGG16-synthetic-seen-to-unseen.yaml
+For each variant of configs/open_world/InstanceFCN-VGG16-FPN-synthetic-seen-to-unseen.yaml
 ("background": unseen kinds' annotations dropped in training, as OLN; "ignore": they become
 ignore regions) it runs ``train_net.py`` (which trains, then scores the unseen kinds), then
 scores the saved proposals (OUTPUT_DIR/inference/synthetic_val/segment_proposals_coco.json)
@@ -22,7 +22,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tools"))  # machine.py
-CONFIG = "configs/open_world/InstanceFCN-VGG16-synthetic-seen-to-unseen.yaml"
+CONFIG = "configs/open_world/InstanceFCN-VGG16-FPN-synthetic-seen-to-unseen.yaml"
 VARIANTS = {"background": [], "ignore": ["DATASETS.TRAIN_UNSEEN_AS", "ignore"]}
 TEST_SET = "synthetic_val"
 MAX_DETS = (10, 100, 1000)

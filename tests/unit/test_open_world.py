@@ -354,7 +354,7 @@ def test_train_net_open_world_smoke(tmp_path):
     out = tmp_path / "ow"
     env = dict(os.environ, INSTANCEFCN_SYNTHETIC_ROOT=str(tmp_path / "data"), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "train_net.py", "--config-file",
-           "configs/open_world/InstanceFCN-VGG16-synthetic-seen-to-unseen.yaml",
+           "configs/open_world/InstanceFCN-VGG16-FPN-synthetic-seen-to-unseen.yaml",
            *SMOKE_OPTS, "MODEL.WEIGHTS", "", "TEST.PROPOSAL_BUDGET_RULE", "exclude_seen", "OUTPUT_DIR", str(out)]
     proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
