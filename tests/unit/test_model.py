@@ -16,7 +16,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import instancefcn_d2  # noqa: F401  (compat shims + registrations, before detectron2)
-import instancefcn_d2.meta_arch as meta_arch_mod
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone, build_model
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
@@ -64,6 +63,21 @@ def tiny_model(seed=0, **kw):
     )
     args.update(kw)
     return InstanceFCN(**args)
+
+
+class RecordingLabeler(WindowLabeler):
+    """The tiny model's labeler, keeping the ``(P,)`` labels of every call (the labeler is a
+    constructor argument of the model: a public seam)."""
+
+    def __init__(self):
+        super().__init__(canonical_ratio=40.0 / 56.0, pos_center_offset=4.0 / 56.0,
+                         neg_center_offset=8.0 / 56.0, pos_scale_log2=0.25, neg_scale_log2=1.0)
+        self.labels = []
+
+    def __call__(self, *args, **kwargs):
+        labels, matched = super().__call__(*args, **kwargs)
+        self.labels.append(labels.clone())
+        return labels, matched
 
 
 def rand_image(h, w, seed=0):
@@ -252,20 +266,11 @@ def test_nms_per_level_first_through_the_model():
     assert len(proposals_from_windows(sel, nms_thresh=model.nms_thresh, nms_per_level_first=True)) != len(got)
 
 
-def test_inference_assembles_only_topk(monkeypatch):
-    calls = []
-    real = meta_arch_mod.assemble
-
-    def recording(score_maps, b, ys, xs, m):
-        calls.append((ys.numel(), score_maps.shape[-2] * score_maps.shape[-1]))
-        return real(score_maps, b, ys, xs, m)
-
-    monkeypatch.setattr(meta_arch_mod, "assemble", recording)
+def test_inference_assembles_only_topk():
     model = tiny_model(topk_per_scale=4, test_scales=(64, 96)).eval()
-    model([{"image": rand_image(64, 80)}])
-    assert len(calls) == 2  # one per pyramid level
-    for n_pos, n_map in calls:
-        assert n_pos <= 4 < n_map
+    sel = model.select_windows([{"image": rand_image(64, 80)}])[0]
+    # 4 windows assembled per test scale, out of 8 x 10 and 12 x 15 positions.
+    assert sel.scales.bincount().tolist() == [4, 4] and sel.mask_logits.shape[1:] == (M, M)
 
 
 def test_inference_rejects_bad_image():
@@ -275,24 +280,11 @@ def test_inference_rejects_bad_image():
 
 
 # --------------------------------------------------------------------------- training
-def test_training_loss_keys_finite_and_targets_wired(monkeypatch):
-    captured = {}
-    real_mask_loss, real_sample = meta_arch_mod.mask_loss, meta_arch_mod.sample_windows
-
-    def rec_mask_loss(logits, targets, score_maps, *args):
-        captured.update(logits=logits.detach(), targets=targets, maps=score_maps.detach())
-        return real_mask_loss(logits, targets, score_maps, *args)
-
-    def rec_sample(labels, n, frac):
-        captured.setdefault("labels", []).append(labels.clone())
-        pos, neg = real_sample(labels, n, frac)
-        captured.setdefault("pos", []).append(pos)
-        return pos, neg
-
-    monkeypatch.setattr(meta_arch_mod, "mask_loss", rec_mask_loss)
-    monkeypatch.setattr(meta_arch_mod, "sample_windows", rec_sample)
-    model = tiny_model().train()
-    losses = model([object_input(), object_input(boxes=((16, 16, 56, 56),), bitmask=True, seed=5)])
+def test_training_loss_keys_finite_and_targets_wired():
+    labeler = RecordingLabeler()
+    model = tiny_model(labeler=labeler, mask_loss_normalization="pixel").train()
+    batch = [object_input(), object_input(boxes=((16, 16, 56, 56),), bitmask=True, seed=5)]
+    losses = model(batch)
     assert set(losses) == {"loss_objectness", "loss_mask"}
     for v in losses.values():
         assert v.dim() == 0 and torch.isfinite(v)
@@ -300,15 +292,17 @@ def test_training_loss_keys_finite_and_targets_wired(monkeypatch):
 
     # image 0: the only positive window is (3, 3); image 1's object [16,56) is centred on (4, 4)
     fw = 8
-    assert [p.tolist() for p in captured["pos"]] == [[3 * fw + 3], [4 * fw + 4]]
-    for lab in captured["labels"]:
-        assert (lab == 1).sum() == 1
-    # assembled logits are the windows at those positions; targets are the exact crops
-    dense = assemble_dense(captured["maps"], M)
-    torch.testing.assert_close(captured["logits"], torch.stack([dense[0, 3, 3], dense[1, 4, 4]]))
+    assert [(lab == 1).nonzero().flatten().tolist() for lab in labeler.labels] == [[3 * fw + 3], [4 * fw + 4]]
+    # The mask loss is the mean per-pixel logistic loss of those two windows, assembled densely
+    # from the score maps by the reference loop, against the exact crops of the objects.
+    with torch.no_grad():
+        x = torch.stack([inp["image"].float() for inp in batch])
+        x = (x - torch.tensor([100.0, 110.0, 120.0]).view(3, 1, 1)) / 50.0
+        dense = assemble_dense(model.instance_branch(model.backbone(x)["conv5"]), M)
     exp = torch.zeros(M, M)
     exp[1:6, 1:6] = 1  # object cells 1..5 (pixels [8, 48)) of window (3,3) = pixels [0, 56)
-    assert torch.equal(captured["targets"][0], exp) and torch.equal(captured["targets"][1], exp)
+    ref = F.binary_cross_entropy_with_logits(torch.stack([dense[0, 3, 3], dense[1, 4, 4]]), torch.stack([exp, exp]))
+    torch.testing.assert_close(losses["loss_mask"].detach(), ref)
 
 
 def test_loss_weights_scale_losses():
@@ -348,16 +342,10 @@ def test_training_input_without_instances_key():
     assert losses["loss_mask"].item() == 0.0 and torch.isfinite(losses["loss_objectness"])
 
 
-def test_training_honours_crowd_boxes_and_padding(monkeypatch):
-    recorded = []
-    real = meta_arch_mod.sample_windows
-
-    def rec(labels, n, frac):
-        recorded.append(labels.clone())
-        return real(labels, n, frac)
-
-    monkeypatch.setattr(meta_arch_mod, "sample_windows", rec)
-    model = tiny_model().train()
+def test_training_honours_crowd_boxes_and_padding():
+    labeler = RecordingLabeler()
+    recorded = labeler.labels
+    model = tiny_model(labeler=labeler).train()
     crowd = [0.0, 32.0, 30.0, 64.0]  # window centres x in {4, 12, 20, 28}, y in {36, ..., 60}
     # image 1 is 48 x 40: padded to 64 x 64 in the batch, windows centred on padding ignored
     with_crowd = object_input(crowd=crowd)
