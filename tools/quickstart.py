@@ -164,7 +164,7 @@ def main(argv=None):
         run_ = record["runs"]["k5"] if name == args.model else train_eval_draw(
             VARIANTS[name], os.path.join(args.output_dir + "_variants", name), opts, args.pictures)
         record["variants"][name] = {"config": run_["config"], **{k: run_["mask"][k] for k in MASK_KEYS},
-                                    "train_s": run_["stages_s"]["train"],
+                                    "train_s": run_["stages_s"]["train"], "stages_s": run_["stages_s"],
                                     "infer_s_per_image": run_["infer_s_per_image"]}
     record["wall_clock_s"] = round(time.perf_counter() - start, 1)
     if os.environ.get("QUICKSTART_SETUP_S"):  # run by tools/quickstart.sh: the main command's figure
