@@ -37,7 +37,7 @@ def quickstart(tmp_path_factory):
     env = dict(os.environ, INSTANCEFCN_SYNTHETIC_ROOT=str(tmp / "data"), OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "tools/quickstart.py", "--smoke", "--pictures", "2", "--output-dir", str(tmp / "qs"),
-         "--with-k1-ablation", "--variants", "vgg16_pyramid", "--results-dir", str(tmp / "results")],
+         "--with-k1-ablation", "--variants", "vgg16_fpn", "--results-dir", str(tmp / "results")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -76,7 +76,8 @@ def test_training_evaluation_and_pictures(quickstart):
 def test_results_file_is_the_whole_record_of_the_run(quickstart):
     tmp, _ = quickstart
     record = json.loads((tmp / "results" / "quickstart.json").read_text())
-    assert set(record) == {"command", "dataset", "machine", "runs", "variants", "wall_clock_s"}
+    assert set(record) == {"command", "dataset", "machine", "model", "runs", "variants", "wall_clock_s"}
+    assert record["model"] == "vgg16_fpn"  # the main run's model
     assert record["dataset"] == "synthetic_tiny_val"
     for key, out in (("k5", tmp / "qs"), ("k1", tmp / "qs_k1")):
         run = record["runs"][key]
@@ -88,12 +89,12 @@ def test_results_file_is_the_whole_record_of_the_run(quickstart):
         assert all(v > 0 for v in run["stages_s"].values())
     assert record["wall_clock_s"] >= sum(sum(r["stages_s"].values()) for r in record["runs"].values())
     assert "MODEL.INSTANCEFCN.K 1" not in json.dumps(record["runs"]["k5"])
-    # vgg16_pyramid is the main run's config: its entry is that run's figures, not a new training.
+    # vgg16_fpn is the main run's model: its entry is that run's figures, not a new training.
     k5 = record["runs"]["k5"]
-    assert record["variants"] == {"vgg16_pyramid": {
-        "config": "configs/quickstart/InstanceFCN-VGG16-synthetic.yaml",
+    assert record["variants"] == {"vgg16_fpn": {
+        "config": "configs/quickstart/InstanceFCN-VGG16-FPN-synthetic.yaml",
         **{m: k5["mask"][m] for m in ("AR@10", "AR@100", "AR@1000")},
-        "train_s": k5["stages_s"]["train"], "infer_s_per_image": k5["infer_s_per_image"]}}
+        "train_s": k5["stages_s"]["train"], "stages_s": k5["stages_s"], "infer_s_per_image": k5["infer_s_per_image"]}}
     assert not (tmp / "qs_variants").exists()
 
     m = record["machine"]
@@ -112,7 +113,7 @@ def test_results_file_is_the_whole_record_of_the_run(quickstart):
     one = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
     assert f"| masks (k = 5) | {' | '.join(one(k5['mask'][k]) for k in METRICS)} |" in blocks["quickstart"]
     assert f"| k = 1 (plain FCN) | {one(record['runs']['k1']['mask']['AR@10'])} |" in blocks["quickstart_k1"]
-    assert "`vgg16_pyramid`" in blocks["quickstart_variants"]
+    assert "`vgg16_fpn`" in blocks["quickstart_variants"]
 
     picture = cv2.imread(str(tmp / "results" / "k1_vs_k5.png"))
     assert picture is not None and picture.shape[1] > 2 * 96
