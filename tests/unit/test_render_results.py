@@ -70,16 +70,19 @@ def test_runs_without_ablation_or_variants_and_old_files_render_no_figures():
 def test_generic_results_file_one_row_per_metrics_dict():
     rec = {"command": "python tools/x.py", "machine": MACHINE,
            "budget": {"iterations": 400},
-           "eval": {"seen": {"AR@100": 40.04, "AR@1000": None}, "unseen": {"AR@100": 12.96, "ARs@1000": 3.0}}}
+           "eval": {"seen": {"AR@100": 40.04, "AR@1000": None}, "unseen": {"AR@100": 12.96, "ARs@1000": 3.0}},
+           "plan": {"coverage_after": {"train": 0.9747}}}
     lines = R.generic_block(rec).splitlines()
     assert lines[0].startswith("Machine: Test CPU 9000") and lines[2] == "`python tools/x.py`"
     listed = R.generic_block({"rows": [{"name": "default", "AR@100": 1.25}, {"AR@100": 2.0}]}).splitlines()
     assert listed[0] == "Machine: not recorded in this file."
     assert listed[-2:] == ["| rows / default | 1.2 |", "| rows / 1 | 2.0 |"]
-    assert lines[4:] == ["|  | iterations | AR@100 | AR@1000 | ARs@1000 |", "| --- | --- | --- | --- | --- |",
-                         "| budget | 400 | – | – | – |",
-                         "| eval / seen | – | 40.0 | – | – |",
-                         "| eval / unseen | – | 13.0 | – | 3.0 |"]
+    assert lines[4:] == ["|  | iterations | AR@100 | AR@1000 | ARs@1000 | train |",
+                         "| --- | --- | --- | --- | --- | --- |",
+                         "| budget | 400 | – | – | – | – |",
+                         "| eval / seen | – | 40.0 | – | – | – |",
+                         "| eval / unseen | – | 13.0 | – | 3.0 | – |",
+                         "| plan / coverage_after | – | – | – | – | 97.5 |"]  # fractions shown in percent
 
 
 def test_check_rewrite_and_missing_blocks(tmp_path):
@@ -97,10 +100,10 @@ def test_check_rewrite_and_missing_blocks(tmp_path):
     text = md.read_text()
     assert "| masks (k = 5) | 45.9 | 50.4 |" in text and "## Ablation on k" in text  # prose kept
 
-    (results / "small_objects.json").write_text(json.dumps({"machine": MACHINE, "ar": {"AR@100": 1.0}}))
-    with pytest.raises(SystemExit, match="results without a block.*BEGIN small_objects"):
+    (results / "new_experiment.json").write_text(json.dumps({"machine": MACHINE, "ar": {"AR@100": 1.0}}))
+    with pytest.raises(SystemExit, match="results without a block.*BEGIN new_experiment"):
         R.main(args + ["--check"])
-    md.write_text(text + "\n<!-- BEGIN small_objects -->\n<!-- END small_objects -->\n"
+    md.write_text(text + "\n<!-- BEGIN new_experiment -->\n<!-- END new_experiment -->\n"
                   "<!-- BEGIN no_such_results -->\n<!-- END no_such_results -->\n")
     with pytest.raises(SystemExit, match="no_such_results.*no results file"):
         R.main(args)
