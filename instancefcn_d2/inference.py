@@ -135,9 +135,13 @@ def nms_first(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, m
     this skips most of NMS's quadratic work; otherwise it costs at most ~1/3 more than plain
     NMS. The result is unchanged.
     ``boxes`` ``(P, 4)``, ``scores`` ``(P,)``; ties are broken by position (stable sort).
+    At ``iou_threshold >= 1`` nothing can be suppressed (NMS drops a box only at IoU *above*
+    the threshold), so the answer is the ranking alone, without NMS's quadratic work.
     """
     n = scores.numel()
     order = scores.argsort(descending=True, stable=True)
+    if iou_threshold >= 1.0:
+        return order[:max_kept]
 
     def grow(t):  # a prefix over half of all windows saves little: take them all then
         return n if 2 * t > n else t
@@ -165,6 +169,8 @@ def nms_groups_first(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Te
     a window suppressed in its group by one that a better window of another group then
     suppresses stays suppressed. The AR change is measured in docs/benchmarks.md.
     """
+    if iou_threshold >= 1.0:  # nothing to suppress (see nms_first)
+        return nms_first(boxes, scores, iou_threshold, max_kept)
     within = batched_nms(boxes.float(), scores.float(), groups, iou_threshold)
     return within[nms_first(boxes[within], scores[within], iou_threshold, max_kept)]
 

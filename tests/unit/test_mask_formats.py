@@ -259,6 +259,22 @@ def test_nms_first_equals_full_nms(max_kept):
     assert torch.equal(nms_first(boxes, scores, 0.5, max_kept), ref)
 
 
+def test_nms_at_threshold_one_keeps_everything_in_rank_order():
+    """The shortcut at IoU threshold 1 (no NMS run) against torchvision's NMS at 1.0, with
+    exact duplicates (IoU exactly 1) and ties; both passes of the two-pass variant too."""
+    g = torch.Generator().manual_seed(3)
+    xy = torch.rand(200, 2, generator=g) * 50
+    boxes = torch.cat([xy, xy + 10 + torch.rand(200, 2, generator=g) * 20], dim=1)
+    boxes[100:] = boxes[:100]  # exact duplicates
+    scores = torch.randint(0, 20, (200,), generator=g).float()
+    order = scores.argsort(descending=True, stable=True)
+    ref = order[nms(boxes[order], torch.arange(200, 0, -1).float(), 1.0)]
+    assert ref.numel() == 200  # torchvision suppresses nothing at 1.0 either
+    assert torch.equal(nms_first(boxes, scores, 1.0, 150), ref[:150])
+    groups = torch.randint(0, 4, (200,), generator=g)
+    assert torch.equal(nms_groups_first(boxes, scores, groups, 1.0, 150), ref[:150])
+
+
 def _greedy_nms(boxes, order, thresh):
     """Textbook greedy NMS over ``order`` (a list of indices, best first): the reference."""
     kept = []
