@@ -19,6 +19,14 @@ def scene(n=40, seed=0):
     g = torch.Generator().manual_seed(seed)
     masks = torch.rand(n, M, M, generator=g)
     masks[: n // 4] = 1.0  # solid masks: tight box = pasted box (+- the bilinear edge)
+    # Sparse masks, as most proposals are: a few foreground cells in a faint window; the paste
+    # shrinks their region to those cells +- one cell (it must not change the result).
+    sparse = slice(n // 4, n // 2)
+    masks[sparse] *= 0.25
+    k = masks[sparse].shape[0]
+    r, c = torch.randint(0, M, (k,), generator=g), torch.randint(0, M - 1, (k,), generator=g)
+    masks[sparse][torch.arange(k), r, c] = 0.95
+    masks[sparse][torch.arange(k), r, c + 1] = 0.6
     cx, cy = torch.rand(n, generator=g) * W * 1.2 - 0.1 * W, torch.rand(n, generator=g) * H * 1.2 - 0.1 * H
     side = torch.exp(torch.rand(n, generator=g) * 5.0 - 1.0)  # 0.37 .. 55 px
     aspect = torch.exp(torch.rand(n, generator=g) - 0.5)
