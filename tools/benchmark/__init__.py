@@ -3,13 +3,14 @@ training time per iteration, FLOPs against a measured GEMM peak, and detectron2'
 R50-FPN on the same machine in the same run.
 
   python -m tools.benchmark                        # full run -> output/benchmark/
-  python -m tools.benchmark --quick                # tiny smoke run of every measurement
+  python -m tools.benchmark --quick                # tiny smoke run of every measurement (one process)
   python -m tools.benchmark --write-repo-results   # also results/benchmark.json + BENCHMARKS.md
   python -m tools.benchmark --device cuda --amp bf16
   python -m tools.benchmark.report output/benchmark/benchmark.json   # BENCHMARKS.md from a JSON
 
 Modules: ``cli`` (command line, plan of measurements, runner: one fresh process per
-measurement), ``workers`` (what runs in that process), ``stages`` (stage times from the
+measurement; ``--quick`` runs all but the memory rows in its own process), ``workers`` (what
+runs in that process), ``stages`` (stage times from the
 ``torch.profiler.record_function`` labels the model carries), ``calibration`` (machine, GEMM
 peak, available memory), ``summary`` (headline keys and targets), ``report`` (BENCHMARKS.md
 from the JSON through ``template.md``).

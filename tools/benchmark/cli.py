@@ -26,7 +26,8 @@ def build_parser():
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs before each row (default 1)")
     ap.add_argument("--train-iters", type=int, default=None, help="timed training iterations (default 3; --quick 1)")
     ap.add_argument("--quick", "--smoke", action="store_true",
-                    help="every kind of measurement on tiny images: a smoke run, not figures")
+                    help="every kind of measurement on tiny images, in this process except the memory rows: "
+                         "a smoke run, not figures")
     ap.add_argument("--output-dir", default=os.path.join("output", "benchmark"),
                     help="writes benchmark.json and BENCHMARKS.md here (default: output/benchmark)")
     ap.add_argument("--write-repo-results", action="store_true",
@@ -103,6 +104,22 @@ def plan(args, device, has_mask_format):
     train("train_quickstart_fpn_160x160", "quickstart_fpn", (160, 160))
     train("train_paper_600x800", "vgg16_pyramid", (600, 800))
     return jobs
+
+
+def run_in_process(spec, log):
+    """One measurement in this process (smoke runs: saves an interpreter start per row)."""
+    import traceback
+
+    from tools.benchmark.workers import quiet, run
+
+    quiet()
+    t0 = time.perf_counter()
+    try:
+        res = run(spec)
+    except Exception as e:  # reported like a failed process, so that the other rows still run
+        log(f"  FAILED after {time.perf_counter() - t0:.1f}s:\n{traceback.format_exc()}")
+        return {"error": f"{type(e).__name__}: {e}", "spec": spec}
+    return dict(res, job_wall_s=time.perf_counter() - t0, in_process=True)
 
 
 def run_job(spec, log):
@@ -209,7 +226,10 @@ def main(argv=None):
                              "projected_peak_rss_gb": projected, "projection": basis}
         else:
             log(f"{name} ...")
-            results[name] = run_job(spec, log)
+            # --quick: the rows share this process, except the memory rows, whose peak RSS
+            # must be their own (interpreter start-ups were most of a smoke run's time).
+            fresh = not args.quick or name.startswith("mem_")
+            results[name] = (run_job if fresh else run_in_process)(spec, log)
         r = results[name]
         log(f"  {name}: " + (r.get("skipped") or r.get("error", "")[:200] if not ok(r) else
                             f"{next(r[k] for k in ('total_s', 'iter_s', 'per_level_first_s') if k in r):.3f}s "

@@ -18,7 +18,7 @@ import warnings
 from tools.benchmark import MODELS, QUICKSTART_CONFIGS, REPO
 from tools.benchmark.stages import autocast, profiled_call, timed_call
 
-__all__ = ["build_cfg", "infer_ifcn", "train", "WORKERS"]
+__all__ = ["build_cfg", "infer_ifcn", "train", "run", "WORKERS"]
 
 
 def median(xs):
@@ -279,19 +279,28 @@ def _mask_rcnn(spec):
 WORKERS = {"infer_ifcn": infer_ifcn, "infer_mask_rcnn": _mask_rcnn, "train": train, "nms": nms}
 
 
-def main(argv=None):
-    spec_json, out_path = argv or sys.argv[1:]
+def run(spec):
+    """One measurement in this process: its result dict."""
     import instancefcn_d2  # noqa: F401  (detectron2 v0.6 shims before any detectron2 import)
 
-    logging.getLogger("detectron2").setLevel(logging.ERROR)
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    spec = json.loads(spec_json)
     if spec.get("threads"):
         import torch
 
         torch.set_num_threads(spec["threads"])
-    res = WORKERS[spec["kind"]](spec)
+    return WORKERS[spec["kind"]](spec)
+
+
+def quiet():
+    """Model-building logs and warnings off: a row's output is its result."""
+    logging.getLogger("detectron2").setLevel(logging.ERROR)
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def main(argv=None):
+    spec_json, out_path = argv or sys.argv[1:]
+    quiet()
+    res = run(json.loads(spec_json))
     with open(out_path, "w") as f:
         json.dump(res, f)
 
