@@ -4,6 +4,10 @@ This goes through the real path (synthetic generator -> detectron2 COCO loader -
 InstanceFCNDatasetMapper -> InstanceFCN with the ImageNet VGG-16 start) and checks what the
 paper's method must do on such a scene: both losses fall by more than half, and every object
 is proposed, as a separate instance, among the top 10 with mask IoU > 0.5.
+
+The backbone stays frozen at its ImageNet weights (FREEZE_AT 5): the forward pass is most of an
+iteration's time, so the heads learning from ImageNet features is what 20 CPU iterations can
+show; training the backbone is covered by the training-step tests.
 """
 import os
 
@@ -22,7 +26,7 @@ from pycocotools import mask as mask_util
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WEIGHTS = os.path.join(REPO, "weights", "vgg16_caffe_imagenet.pth")
-ITERS = 40
+ITERS = 20
 
 
 def _touching_scene(tmp_path):
@@ -55,7 +59,7 @@ def test_overfits_one_image_of_touching_objects(tmp_path):
 
     cfg = get_project_cfg(os.path.join(REPO, "configs", "Base-InstanceFCN-VGG16.yaml"))
     cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.BACKBONE.FREEZE_AT = 3
+    cfg.MODEL.BACKBONE.FREEZE_AT = 5  # conv1..conv5 at ImageNet: only the two branches learn
     cfg.INPUT.MIN_SIZE_TRAIN = (min(h, w),)  # native size: every object fits the window's scale
     cfg.INPUT.MAX_SIZE_TRAIN = 1000
     cfg.INPUT.RANDOM_FLIP = "none"
@@ -69,7 +73,7 @@ def test_overfits_one_image_of_touching_objects(tmp_path):
     assert len(example["instances"]) == 3
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=0.002, momentum=0.9)
+    optimizer = torch.optim.SGD(params, lr=0.006, momentum=0.9)
     model.train()
     history = []
     for _ in range(ITERS):
