@@ -1,6 +1,15 @@
-"""Shared fixtures: a project config builder and a time-limited multi-process spawn."""
+"""Shared fixtures: a project config builder, a time-limited multi-process spawn, the repo's
+scripts in this process (``load_tool``, ``train_net``) and a private synthetic-data root.
+
+Scripts run in the test process wherever a fresh interpreter is not what a test is about: an
+interpreter start-up (torch, torchvision, detectron2) costs ~7 s on a 2-core machine. Each script
+still runs as a command somewhere in the suite (train_net.py in test_reproducibility and
+test_resume, tools/demo.py in test_quickstart_smoke, tools/convert_vgg16_weights.py in
+tools/setup.sh)."""
+import importlib.util
 import logging
 import os
+import sys
 import time
 
 import pytest
@@ -51,3 +60,56 @@ def project_cfg():
         return get_project_cfg(os.path.join(REPO, config_file) if config_file else "", opts)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def load_tool():
+    """``load_tool("demo")``: ``tools/demo.py`` as a module (tools/ is not a package)."""
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(f"instancefcn_tools_{name}", os.path.join(REPO, "tools", f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def train_net():
+    """``train_net(argv)``: ``python train_net.py ARGV`` in this process (one process, no
+    launcher); returns what ``train_net.main`` returns."""
+    from detectron2.engine import default_argument_parser
+
+    sys.path.insert(0, REPO)
+    try:
+        import train_net as module
+    finally:
+        sys.path.remove(REPO)
+
+    def run(argv):
+        return module.main(default_argument_parser().parse_args([str(a) for a in argv]))
+
+    run.module = module
+    return run
+
+
+@pytest.fixture
+def synthetic_root(tmp_path, monkeypatch):
+    """``$INSTANCEFCN_SYNTHETIC_ROOT`` in tmp_path, for subprocesses and this process alike; the
+    synthetic datasets are unregistered before and after, so that this process registers them
+    again from this root."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    root = tmp_path / "synthetic"
+    monkeypatch.setenv("INSTANCEFCN_SYNTHETIC_ROOT", str(root))
+
+    def unregister():
+        for name in DatasetCatalog.list():
+            if name.startswith("synthetic_"):
+                DatasetCatalog.remove(name)
+                MetadataCatalog.remove(name)
+
+    unregister()
+    yield root
+    unregister()

@@ -5,8 +5,6 @@
   sees on the same picture -> one inference on a tiny image;
 * detectron2's DefaultPredictor and Visualizer on the model's output."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -35,7 +33,7 @@ def picture(h=72, w=88, seed=0):
     return img
 
 
-def test_torchvision_weights_config_end_to_end(tmp_path, project_cfg):
+def test_torchvision_weights_config_end_to_end(tmp_path, project_cfg, load_tool):
     torch.manual_seed(3)
     vgg = pytest.importorskip("torchvision.models.vgg")
     tv = vgg.make_layers(vgg.cfgs["D"]).eval()  # vgg16().features, without the 120M-parameter classifier
@@ -49,9 +47,7 @@ def test_torchvision_weights_config_end_to_end(tmp_path, project_cfg):
     sd["classifier.6.bias"] = torch.zeros(1000)
     src, dst = tmp_path / "vgg16-random.pth", tmp_path / "vgg16_torchvision_imagenet.pth"
     torch.save(sd, src)
-    proc = subprocess.run([sys.executable, "tools/convert_vgg16_weights.py", "--torchvision", str(src), str(dst)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    load_tool("convert_vgg16_weights").main(["--torchvision", str(src), str(dst)])
 
     cfg = project_cfg("configs/Base-InstanceFCN-VGG16-torchvision.yaml",
                       ["MODEL.WEIGHTS", str(dst), "MODEL.VGG.OUT_FEATURES", "['conv4', 'conv5']", *TINY])

@@ -341,23 +341,13 @@ def test_open_world_configs_load(config):
         assert len(train) == 20 and train | test == coco
 
 
-def test_train_net_open_world_smoke(tmp_path):
+def test_train_net_open_world_smoke(tmp_path, synthetic_root, train_net, load_tool):
     """train_net with the synthetic open-world config (4 iterations on tiny images): the keys
     reach the mapper and the evaluator, and the AR table names the scored kinds and the rule."""
-    import subprocess
-    import sys
-
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    sys.path.insert(0, os.path.join(repo, "tools"))
-    from quickstart import SMOKE_OPTS
-
     out = tmp_path / "ow"
-    env = dict(os.environ, INSTANCEFCN_SYNTHETIC_ROOT=str(tmp_path / "data"), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "train_net.py", "--config-file",
-           "configs/open_world/InstanceFCN-VGG16-FPN-synthetic-seen-to-unseen.yaml",
-           *SMOKE_OPTS, "MODEL.WEIGHTS", "", "TEST.PROPOSAL_BUDGET_RULE", "exclude_seen", "OUTPUT_DIR", str(out)]
-    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    train_net(["--config-file", "configs/open_world/InstanceFCN-VGG16-FPN-synthetic-seen-to-unseen.yaml",
+               *load_tool("quickstart").SMOKE_OPTS, "MODEL.WEIGHTS", "", "TEST.PROPOSAL_BUDGET_RULE", "exclude_seen",
+               "OUTPUT_DIR", out])
     log = (out / "log.txt").read_text()
     assert ("scored categories (2 of 5): 3 polygon, 4 star; other categories ignored; "
             "top-N budget rule 'exclude_seen'") in log

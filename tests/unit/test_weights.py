@@ -1,9 +1,6 @@
 """ImageNet VGG-16 weight conversion (instancefcn_d2/weights.py, tools/convert_vgg16_weights.py):
 torchvision and ONNX converters, DetectionCheckpointer loading, the shipped checkpoint, errors."""
-import importlib.util
 import os
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
@@ -20,7 +17,6 @@ from instancefcn_d2.backbone.vgg import VGG16, VGG16_BLOCKS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REAL_WEIGHTS = os.path.join(REPO, "weights", "vgg16_caffe_imagenet.pth")
-CONVERT_TOOL = os.path.join(REPO, "tools", "convert_vgg16_weights.py")
 N_PARAMS = 14_714_688
 CONVS = [(b, c) for b, (n, _) in enumerate(VGG16_BLOCKS, 1) for c in range(1, n + 1)]
 TV_CONV_IDX = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
@@ -432,27 +428,17 @@ def test_save_rejects_incomplete_weights(tmp_path):
 
 
 # =========================================================================== the CLI
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("convert_vgg16_weights", CONVERT_TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_cli_missing_torchvision_file_fails_clearly(tmp_path):
+def test_cli_missing_torchvision_file_fails_clearly(tmp_path, load_tool):
     out = tmp_path / "out.pth"
-    r = subprocess.run(
-        [sys.executable, CONVERT_TOOL, "--torchvision", str(tmp_path / "missing.pth"), str(out)],
-        capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
-    )
-    assert r.returncode != 0
-    assert "No such file" in r.stderr and "missing.pth" in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr
+    with pytest.raises(SystemExit) as exit_:  # a message, not a traceback, and exit status 1
+        load_tool("convert_vgg16_weights").main(["--torchvision", str(tmp_path / "missing.pth"), str(out)])
+    assert isinstance(exit_.value.code, str)
+    assert "No such file" in exit_.value.code and "missing.pth" in exit_.value.code
     assert not out.exists()
 
 
-def test_cli_torchvision_and_onnx_in_process(tv_vgg, onnx_model, tmp_path, capsys):
-    tool = _load_tool()
+def test_cli_torchvision_and_onnx_in_process(tv_vgg, onnx_model, tmp_path, capsys, load_tool):
+    tool = load_tool("convert_vgg16_weights")
     tv_pth = tmp_path / "vgg16-tv.pth"
     # the features plus a stand-in classifier tensor (the real 500 MB one adds nothing here)
     sd = {k: v for k, v in tv_vgg.state_dict().items() if k.startswith("features.")}
@@ -485,8 +471,8 @@ def test_cli_torchvision_and_onnx_in_process(tv_vgg, onnx_model, tmp_path, capsy
     assert set(W.check_vgg16_checkpoint(str(out2))) == set(W.vgg16_param_shapes())
 
 
-def test_cli_requires_a_source(tmp_path):
-    tool = _load_tool()
+def test_cli_requires_a_source(tmp_path, load_tool):
+    tool = load_tool("convert_vgg16_weights")
     with pytest.raises(SystemExit) as e:
         tool.main([str(tmp_path / "out.pth")])
     assert e.value.code != 0
