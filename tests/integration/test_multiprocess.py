@@ -1,34 +1,53 @@
 """Two gloo CPU processes through train_net's own launch path.
 
-A small driver script runs ``train_net.setup`` + ``train_net.Trainer`` under
-``launch_any_device(main, 2)`` (what ``train_net.py --num-gpus 2`` does on a machine without
-2 GPUs): 2 processes, DistributedDataParallel via ``cpu_ddp_support``. The driver is needed
-only to read what ``train_net.py`` does not write: rank 1's parameters, and the evaluation
-of the final model by one process over the whole test set. It checks that
+``launch_any_device(worker, 2)`` (what ``train_net.py --num-gpus 2`` does on a machine without
+2 GPUs) starts 2 processes with DistributedDataParallel via ``cpu_ddp_support``; each runs
+``train_net.setup`` + ``train_net.Trainer`` for both quick-start models (the paper's pyramid and
+VGG-16-FPN), one after the other in the same two processes. The worker also writes what
+``train_net.py`` does not: rank 1's parameters, and the evaluation of the final model by one
+process over the whole test set. For each model:
 
 * after 3 DDP steps (one image per rank per step) the parameters are identical on both ranks;
 * the end-of-training evaluation (``SegmentProposalEvaluator`` under ``inference_on_dataset``,
   the test set sharded over the 2 ranks and gathered on rank 0) gives exactly the AR that one
   process computes alone over all images with the same model.
 """
+import faulthandler
 import json
+import logging
 import os
-import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-QUICKSTART = os.path.join(REPO, "configs", "quickstart", "InstanceFCN-VGG16-synthetic.yaml")
-QUICKSTART_FPN = os.path.join(REPO, "configs", "quickstart", "InstanceFCN-VGG16-FPN-synthetic.yaml")
+CONFIGS = {
+    "vgg16_pyramid": os.path.join(REPO, "configs", "quickstart", "InstanceFCN-VGG16-synthetic.yaml"),
+    "vgg16_fpn": os.path.join(REPO, "configs", "quickstart", "InstanceFCN-VGG16-FPN-synthetic.yaml"),
+}
+HANG_GUARD_S = 300  # a hung collective ends the test run with tracebacks instead of hanging CI
 
-DRIVER = textwrap.dedent('''
-    import json, os, sys
-    sys.path.insert(0, sys.argv[1])
+
+def opts(model, out_dir):
+    return [
+        "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "MODEL.INSTANCEFCN.WINDOW_SIZE", "11",
+        "MODEL.INSTANCEFCN.TEST_SCALES", "[64, 96]" if model == "vgg16_pyramid" else "[96]",
+        "MODEL.INSTANCEFCN.TEST_MAX_SIZE", "160",
+        "MODEL.INSTANCEFCN.TOPK_PER_SCALE", "100", "TEST.DETECTIONS_PER_IMAGE", "100",
+        "DATASETS.TRAIN", "('synthetic_tiny_train',)", "DATASETS.TEST", "('synthetic_tiny_val',)",
+        "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96",
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_PERIOD", "1000",
+        "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "0",
+        "DATALOADER.NUM_WORKERS", "0", "TEST.EVAL_PERIOD", "0", "SEED", "1",
+        "OUTPUT_DIR", str(out_dir / "train" / model),
+    ]
+
+
+def worker(out_dir):
+    """Runs in each launched process: train and evaluate every model, write what the test reads."""
+    sys.path.insert(0, REPO)
     import train_net  # imports instancefcn_d2 before detectron2
-    import torch
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import SequentialSampler
     import detectron2.utils.comm as comm
@@ -36,11 +55,10 @@ DRIVER = textwrap.dedent('''
     from detectron2.engine import default_argument_parser
     from detectron2.evaluation import inference_on_dataset
     from instancefcn_d2.data import InstanceFCNDatasetMapper
-    from instancefcn_d2.engine import launch_any_device
     from instancefcn_d2.evaluation import SegmentProposalEvaluator
 
-
-    def main(args, out):
+    for model_name, config in CONFIGS.items():
+        args = default_argument_parser().parse_args(["--config-file", config, *opts(model_name, out_dir)])
         cfg = train_net.setup(args)
         trainer = train_net.Trainer(cfg)
         trainer.resume_or_load(resume=False)
@@ -48,7 +66,8 @@ DRIVER = textwrap.dedent('''
         rank, name = comm.get_rank(), cfg.DATASETS.TEST[0]
         model = trainer.model
         inner = model.module if isinstance(model, DistributedDataParallel) else model
-        torch.save({k: v.detach().clone() for k, v in inner.state_dict().items()}, f"{out}/rank{rank}.pth")
+        torch.save({k: v.detach().clone() for k, v in inner.state_dict().items()},
+                   out_dir / f"{model_name}_rank{rank}.pth")
         info = {"world_size": comm.get_world_size(), "ddp": isinstance(model, DistributedDataParallel),
                 "shard_len": len(train_net.Trainer.build_test_loader(cfg, name))}
         if comm.is_main_process():
@@ -57,53 +76,45 @@ DRIVER = textwrap.dedent('''
             loader = build_detection_test_loader(dicts, mapper=InstanceFCNDatasetMapper(cfg, False),
                                                  sampler=SequentialSampler(range(len(dicts))))
             info["num_images"] = len(dicts)
-            info["ar_1proc"] = inference_on_dataset(
-                inner, loader, SegmentProposalEvaluator(name, distributed=False))
-        with open(f"{out}/rank{rank}.json", "w") as f:
+            info["ar_1proc"] = inference_on_dataset(inner, loader, SegmentProposalEvaluator(name, distributed=False))
+        with open(out_dir / f"{model_name}_rank{rank}.json", "w") as f:
             json.dump(info, f)
         comm.synchronize()
 
 
-    if __name__ == "__main__":
-        out = sys.argv[2]
-        args = default_argument_parser().parse_args(sys.argv[3:])
-        launch_any_device(main, args.num_gpus, num_machines=1, machine_rank=0,
-                          dist_url=args.dist_url, args=(args, out))
-''')
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    """Both models trained and evaluated by 2 gloo processes: the folder of their outputs, and
+    the log records of the launch."""
+    from instancefcn_d2.engine import launch_any_device
+
+    out = tmp_path_factory.mktemp("ddp")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("instancefcn_d2").addHandler(handler)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("INSTANCEFCN_SYNTHETIC_ROOT", str(out / "synthetic"))  # inherited by the spawned processes
+    faulthandler.dump_traceback_later(HANG_GUARD_S, exit=True)
+    try:
+        launch_any_device(worker, 2, num_machines=1, machine_rank=0, dist_url="auto", args=(out,))
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        mp.undo()
+        logging.getLogger("instancefcn_d2").removeHandler(handler)
+    return out, [r.getMessage() for r in records]
 
 
-@pytest.mark.parametrize("config", [QUICKSTART, QUICKSTART_FPN], ids=["vgg16_pyramid", "vgg16_fpn"])
-def test_two_gloo_processes_train_in_lockstep_and_evaluate_like_one(tmp_path, config):
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    out = tmp_path / "out"
-    out.mkdir()
-    opts = [
-        "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "MODEL.INSTANCEFCN.WINDOW_SIZE", "11",
-        "MODEL.INSTANCEFCN.TEST_SCALES", "[64, 96]" if config == QUICKSTART else "[96]", "MODEL.INSTANCEFCN.TEST_MAX_SIZE", "160",
-        "MODEL.INSTANCEFCN.TOPK_PER_SCALE", "100", "TEST.DETECTIONS_PER_IMAGE", "100",
-        "DATASETS.TRAIN", "('synthetic_tiny_train',)", "DATASETS.TEST", "('synthetic_tiny_val',)",
-        "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96",
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_PERIOD", "1000",
-        "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "0",
-        "DATALOADER.NUM_WORKERS", "0", "TEST.EVAL_PERIOD", "0", "SEED", "1",
-        "OUTPUT_DIR", str(tmp_path / "train"),
-    ]
-    env = dict(os.environ, INSTANCEFCN_SYNTHETIC_ROOT=str(tmp_path / "synthetic"))
-    run = subprocess.run(
-        [sys.executable, str(driver), REPO, str(out), "--config-file", config,
-         "--num-gpus", "2", "--dist-url", "auto", *opts],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
-    )
-    log = run.stdout + run.stderr
-    assert run.returncode == 0, log[-4000:]
-    assert "launching 2 CPU processes (gloo)" in log
+@pytest.mark.parametrize("model", list(CONFIGS))
+def test_two_gloo_processes_train_in_lockstep_and_evaluate_like_one(launched, model):
+    out, messages = launched
+    assert any("launching 2 CPU processes (gloo)" in m for m in messages)
 
-    info = [json.load(open(out / f"rank{r}.json")) for r in range(2)]
+    info = [json.load(open(out / f"{model}_rank{r}.json")) for r in range(2)]
     assert all(i["world_size"] == 2 and i["ddp"] for i in info)
     assert sorted(i["shard_len"] for i in info) == [1, 2]  # 3 val images split over the ranks
 
-    p0, p1 = (torch.load(out / f"rank{r}.pth", weights_only=True) for r in range(2))
+    p0, p1 = (torch.load(out / f"{model}_rank{r}.pth", weights_only=True) for r in range(2))
     assert p0.keys() == p1.keys()
     for k in p0:
         assert torch.equal(p0[k], p1[k]), k
