@@ -94,14 +94,9 @@ def train_net():
     return run
 
 
-@pytest.fixture
-def synthetic_root(tmp_path, monkeypatch):
-    """``$INSTANCEFCN_SYNTHETIC_ROOT`` in tmp_path, for subprocesses and this process alike; the
-    synthetic datasets are unregistered before and after, so that this process registers them
-    again from this root."""
+def _private_synthetic_root(root, monkeypatch):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    root = tmp_path / "synthetic"
     monkeypatch.setenv("INSTANCEFCN_SYNTHETIC_ROOT", str(root))
 
     def unregister():
@@ -113,3 +108,18 @@ def synthetic_root(tmp_path, monkeypatch):
     unregister()
     yield root
     unregister()
+
+
+@pytest.fixture
+def synthetic_root(tmp_path, monkeypatch):
+    """``$INSTANCEFCN_SYNTHETIC_ROOT`` in tmp_path, for subprocesses and this process alike; the
+    synthetic datasets are unregistered before and after, so that this process registers them
+    again from this root."""
+    yield from _private_synthetic_root(tmp_path / "synthetic", monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def module_synthetic_root(tmp_path_factory):
+    """``synthetic_root`` for a module-scoped fixture."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield from _private_synthetic_root(tmp_path_factory.mktemp("synthetic"), monkeypatch)

@@ -33,8 +33,8 @@ OPTS = [
 TIMES = ("time", "data_time", "eta_seconds", "inference/s_per_image")
 
 
-def train_net(out_dir, env, flags=(), opts=()):
-    return subprocess.Popen([sys.executable, "train_net.py", "--config-file", CONFIG, *flags, *OPTS, *opts,
+def train_net_process(out_dir, env):
+    return subprocess.Popen([sys.executable, "train_net.py", "--config-file", CONFIG, *OPTS,
                              "OUTPUT_DIR", str(out_dir)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -55,16 +55,17 @@ def metrics(out_dir):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, module_synthetic_root, load_tool, train_net):
     tmp = tmp_path_factory.mktemp("repro")
-    env = dict(os.environ, INSTANCEFCN_SYNTHETIC_ROOT=str(tmp / "data"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     # Generate the data once, so that the two runs can start together without racing on it.
-    subprocess.run([sys.executable, "tools/make_synthetic_dataset.py", "--preset", "synthetic_tiny"],
-                   cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
-    procs = [train_net(tmp / name, env) for name in ("a", "b")]  # separate processes, at once
+    load_tool("make_synthetic_dataset").main(["--preset", "synthetic_tiny"])
+    procs = [train_net_process(tmp / name, env) for name in ("a", "b")]  # separate processes, at once
     for p in procs:
         finish(p)
-    finish(train_net(tmp / "eval", env, ["--eval-only"], ["MODEL.WEIGHTS", str(tmp / "a" / "model_final.pth")]))
+    # --eval-only on run a's final weights (train_net's main, in this process)
+    train_net(["--config-file", CONFIG, "--eval-only", *OPTS, "MODEL.WEIGHTS", tmp / "a" / "model_final.pth",
+               "OUTPUT_DIR", tmp / "eval"])
     return tmp
 
 
