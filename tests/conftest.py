@@ -79,6 +79,7 @@ def load_tool():
 def train_net():
     """``train_net(argv)``: ``python train_net.py ARGV`` in this process (one process, no
     launcher); returns what ``train_net.main`` returns."""
+    import instancefcn_d2  # noqa: F401  (detectron2 v0.6 shims before any detectron2 import)
     from detectron2.engine import default_argument_parser
 
     sys.path.insert(0, REPO)
@@ -95,6 +96,7 @@ def train_net():
 
 
 def _private_synthetic_root(root, monkeypatch):
+    import instancefcn_d2  # noqa: F401  (detectron2 v0.6 shims before any detectron2 import)
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     monkeypatch.setenv("INSTANCEFCN_SYNTHETIC_ROOT", str(root))

@@ -32,20 +32,23 @@ def rescore(gt_json, results_json):
 
 
 @pytest.fixture(scope="module")
-def quickstart(tmp_path_factory):
+def quickstart(tmp_path_factory, module_synthetic_root, load_tool):
+    """``tools/quickstart.py`` in this process (its stages are commands: train_net.py twice and
+    tools/demo.py for each model); returns the folder and what it printed."""
     tmp = tmp_path_factory.mktemp("qs")
-    env = dict(os.environ, INSTANCEFCN_SYNTHETIC_ROOT=str(tmp / "data"), OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, "tools/quickstart.py", "--smoke", "--pictures", "2", "--output-dir", str(tmp / "qs"),
-         "--with-k1-ablation", "--variants", "vgg16_fpn", "--results-dir", str(tmp / "results")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return tmp, proc
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")  # for the stages' processes
+        with contextlib.redirect_stdout(out):
+            load_tool("quickstart").main(
+                ["--smoke", "--pictures", "2", "--output-dir", str(tmp / "qs"), "--with-k1-ablation",
+                 "--variants", "vgg16_fpn", "--results-dir", str(tmp / "results")])
+    return tmp, out.getvalue()
 
 
-def test_training_evaluation_and_pictures(quickstart):
-    tmp, proc = quickstart
+def test_training_evaluation_and_pictures(quickstart, module_synthetic_root):
+    tmp, stdout = quickstart
+    data = module_synthetic_root.parent / (module_synthetic_root.name + "_tiny")  # the synthetic_tiny preset
     out = tmp / "qs"
     # Training ran and logged progress with an ETA; TensorBoard events were written.
     log = (out / "log.txt").read_text()
@@ -57,7 +60,7 @@ def test_training_evaluation_and_pictures(quickstart):
     # the written proposals; an area range without ground truth is null, not NaN.
     ar = json.loads((out / "proposal_ar.json").read_text())
     inference = out / "inference" / "synthetic_tiny_val"
-    expected = rescore(str(tmp / "data_tiny" / "val.json"), str(inference / "segment_proposals_coco.json"))
+    expected = rescore(str(data / "val.json"), str(inference / "segment_proposals_coco.json"))
     for m, e in zip(METRICS, expected):
         assert ar["segm_proposals"][m] == (None if e is None else pytest.approx(e, abs=1e-9)), m
     assert (inference / "box_proposals.pkl").is_file()
@@ -67,10 +70,10 @@ def test_training_evaluation_and_pictures(quickstart):
     pictures = sorted((out / "pictures").iterdir())
     assert len(pictures) == 2
     for p in pictures:
-        src = tmp / "data_tiny" / "val" / p.name
+        src = data / "val" / p.name
         (h, w, c), (sh, sw, sc) = cv2.imread(str(p)).shape, cv2.imread(str(src)).shape
         assert c == sc and min(h, w) == max(512, min(sh, sw)) and abs(h / w - sh / sw) < 0.01
-    assert "Class-agnostic mask AR" in proc.stdout
+    assert "Class-agnostic mask AR" in stdout
 
 
 def test_results_file_is_the_whole_record_of_the_run(quickstart):
