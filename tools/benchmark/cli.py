@@ -112,10 +112,10 @@ def run_in_process(spec, log):
 
     from tools.benchmark.workers import quiet, run
 
-    quiet()
     t0 = time.perf_counter()
     try:
-        res = run(spec)
+        with quiet():
+            res = run(spec)
     except Exception as e:  # reported like a failed process, so that the other rows still run
         log(f"  FAILED after {time.perf_counter() - t0:.1f}s:\n{traceback.format_exc()}")
         return {"error": f"{type(e).__name__}: {e}", "spec": spec}

@@ -6,6 +6,7 @@ A fresh process per measurement makes its peak memory (CPU: ``ru_maxrss``; CUDA:
 ``model(inputs)``, ``select_windows``, ``pyramid_sizes``, ``strides``, ``backbone`` and the two
 branches; stage times come from its profiler labels (stages.py).
 """
+import contextlib
 import json
 import logging
 import math
@@ -290,17 +291,26 @@ def run(spec):
     return WORKERS[spec["kind"]](spec)
 
 
+@contextlib.contextmanager
 def quiet():
-    """Model-building logs and warnings off: a row's output is its result."""
-    logging.getLogger("detectron2").setLevel(logging.ERROR)
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    """Model-building logs and warnings off while a row runs: its output is its result."""
+    loggers = [logging.getLogger(name) for name in ("detectron2", "fvcore")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
 
 
 def main(argv=None):
     spec_json, out_path = argv or sys.argv[1:]
-    quiet()
-    res = run(json.loads(spec_json))
+    with quiet():
+        res = run(json.loads(spec_json))
     with open(out_path, "w") as f:
         json.dump(res, f)
 
