@@ -28,14 +28,25 @@ def _project_logs_reach_caplog():
     yield
 
 
+# What the forkserver imports once, so that each worker it forks starts with them loaded.
+FORKSERVER_PRELOAD = ["torch", "instancefcn_d2", "detectron2.data", "detectron2.modeling", "detectron2.evaluation"]
+
+
 @pytest.fixture
 def spawn():
     """``spawn(fn, args, nprocs, timeout=SPAWN_TIMEOUT_S)``: torch.multiprocessing.spawn that
     fails the test (and kills the workers) when they do not finish within ``timeout`` seconds;
-    a worker's exception is re-raised as with ``join=True``."""
+    a worker's exception is re-raised as with ``join=True``.
+
+    Workers are forked by a forkserver (a clean process: no threads, no torch state of the
+    tests), which imports torch and detectron2 once for the whole session instead of once per
+    worker."""
+    import multiprocessing
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
 
     def run(fn, args, nprocs, timeout=SPAWN_TIMEOUT_S):
-        ctx = mp.spawn(fn, args=args, nprocs=nprocs, join=False)
+        ctx = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="forkserver")
         deadline = time.monotonic() + timeout
         try:
             while not ctx.join(timeout=1):
