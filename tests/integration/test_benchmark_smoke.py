@@ -43,6 +43,7 @@ def test_benchmark_quick(tmp_path, project_cfg):
     # --quick: one process for all rows but the memory ones, whose peak RSS must be their own.
     ran = {n: r for n, r in results.items() if "skipped" not in r}
     assert {n for n, r in ran.items() if not r.get("in_process")} == {n for n in ran if n.startswith("mem_")}
+    assert "the rows in the benchmark's own process except the memory rows" in md
     # Each model's ratio is its own row's time over Mask R-CNN's, from the same run.
     rows = {"vgg16_pyramid": "ifcn_128x160_1000", "vgg16_fpn": "ifcn_vgg16_fpn_128x160_1000",
             "r50_fpn": "ifcn_r50_fpn_128x160_1000"}

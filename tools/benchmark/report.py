@@ -181,6 +181,12 @@ def not_run(data):
     return "## Rows not measured\n\n" + "\n".join(lines) if lines else ""
 
 
+def processes(data):
+    if any(r.get("in_process") for r in data["results"].values()):  # --quick
+        return "the rows in the benchmark's own process except the memory rows"
+    return "each row in a fresh process"
+
+
 def render(data, json_name="results/benchmark.json"):
     status = ("" if data["complete"] else
               f"**Partial: {len(data['results'])} of {len(data['rows_planned'])} rows so far.** ")
@@ -189,7 +195,7 @@ def render(data, json_name="results/benchmark.json"):
         text = string.Template(f.read()).substitute(
             title_suffix=" (quick smoke run)" if data["quick"] else "", json_name=json_name,
             command=data["command"], status=status, repeats=data["repeats"], warmup=data["warmup"],
-            train_iters=data["train_iters"], machine=machine(data), targets=targets(data),
+            train_iters=data["train_iters"], processes=processes(data), machine=machine(data), targets=targets(data),
             headlines=headlines(data), stages=stages(data), work=work(data), by_model=by_model(data),
             memory=memory(data), nms=nms(data), flops=flops(data), mask_rcnn=mask_rcnn(data), training=training(data),
             gpu=gpu(data), not_run=not_run(data))
