@@ -7,11 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from instancefcn_d2.data.datasets import preset_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 METRICS = ["AR@10", "AR@100", "AR@1000", "ARs@1000", "ARm@1000", "ARl@1000"]
@@ -48,7 +51,7 @@ def quickstart(tmp_path_factory, module_synthetic_root, load_tool):
 
 def test_training_evaluation_and_pictures(quickstart, module_synthetic_root):
     tmp, stdout = quickstart
-    data = module_synthetic_root.parent / (module_synthetic_root.name + "_tiny")  # the synthetic_tiny preset
+    data = Path(preset_root("synthetic_tiny"))  # under module_synthetic_root
     out = tmp / "qs"
     # Training ran and logged progress with an ETA; TensorBoard events were written.
     log = (out / "log.txt").read_text()

@@ -49,9 +49,9 @@ def expected_lr(it):
     return BASE_LR * (WARMUP_FACTOR + (1 - WARMUP_FACTOR) * it / MAX_ITER)
 
 
-def train_cmd(out_dir, *extra):
-    return [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", QUICKSTART,
-            *extra, *fast_opts(out_dir)]
+def train_args(out_dir, *extra):
+    """train_net.py's arguments for the tiny run."""
+    return ["--config-file", QUICKSTART, *extra, *fast_opts(out_dir)]
 
 
 def load(path):
@@ -62,7 +62,7 @@ def load(path):
 def test_sigkill_then_resume_restores_iteration_optimizer_and_schedule(tmp_path, synthetic_root, train_net):
     out = tmp_path / "out"
     log1 = open(tmp_path / "run1.log", "w")
-    proc = subprocess.Popen(train_cmd(out), cwd=tmp_path, stdout=log1,
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "train_net.py"), *train_args(out)], cwd=tmp_path, stdout=log1,
                             stderr=subprocess.STDOUT, start_new_session=True)
     last = out / "last_checkpoint"
     deadline = time.time() + 240
@@ -95,7 +95,7 @@ def test_sigkill_then_resume_restores_iteration_optimizer_and_schedule(tmp_path,
     assert momentum and any(m.abs().sum() > 0 for m in momentum.values())  # not a fresh optimizer
 
     # Resuming rebuilds exactly that state (in this process, as train_net.main does)
-    args = default_argument_parser().parse_args(["--config-file", QUICKSTART, "--resume", *fast_opts(out)])
+    args = default_argument_parser().parse_args(train_args(out, "--resume"))
     cfg = train_net.module.setup(args)
     trainer = train_net.module.Trainer(cfg)
     assert isinstance(trainer.checkpointer, AtomicDetectionCheckpointer)
@@ -114,7 +114,7 @@ def test_sigkill_then_resume_restores_iteration_optimizer_and_schedule(tmp_path,
     # ... and `train_net.py --resume` (its main, in this process) runs to the end of the schedule.
     # log.txt is appended to: the killed run's lines come first.
     killed_log = (out / "log.txt").read_text()
-    train_net(train_cmd(out, "--resume")[2:])
+    train_net(train_args(out, "--resume"))
     log2 = (out / "log.txt").read_text()[len(killed_log):]
     assert f"Starting training from iteration {it + 1}" in log2
     assert f"Restored the trainer state of iteration {it}: optimizer ({len(momentum)} momentum buffers)" in log2
