@@ -34,6 +34,8 @@ STRIDE, M, K = 8, 7, 3  # tiny model: 7 x 7 windows of 8-px cells (56 px)
 class TinyBackbone(Backbone):
     """avg-pool to stride 8, then one 3x3 conv: "conv5", 8 channels, stride 8."""
 
+    cell_offsets = {"conv5": 0.5}  # 8x8 average pooling tiles the input: cell j covers [8j, 8j + 8)
+
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, kernel_size=3, padding=1)
