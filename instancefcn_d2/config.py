@@ -24,7 +24,7 @@ def add_instancefcn_config(cfg):
     _C.MODEL.INSTANCEFCN = CN()
     _C.MODEL.INSTANCEFCN.IN_FEATURES = ["conv5"]  # backbone levels the shared branches read (one, or a feature pyramid)
     _C.MODEL.INSTANCEFCN.K = 5  # k: the k x k grid of relative positions (k^2 score maps)
-    _C.MODEL.INSTANCEFCN.WINDOW_SIZE = 21  # m: sliding-window side, in feature cells (21 x 8 = 168 px)
+    _C.MODEL.INSTANCEFCN.WINDOW_SIZE = 21  # m: sliding-window side, in feature cells (odd; 21 x 8 = 168 px)
     _C.MODEL.INSTANCEFCN.INSTANCE_CHANNELS = 512  # width of the instance branch's 1x1 conv
     _C.MODEL.INSTANCEFCN.OBJECTNESS_CHANNELS = 512  # width of the objectness branch's 3x3 conv
     # --- training windows (DeepMask-style rule; offsets are fractions of the window side) ---
@@ -41,7 +41,7 @@ def add_instancefcn_config(cfg):
     # --- inference ---
     _C.MODEL.INSTANCEFCN.TEST_SCALES = [119, 178, 267, 400, 600, 900]  # pyramid of shorter sides (the training scales)
     _C.MODEL.INSTANCEFCN.TEST_MAX_SIZE = 1500  # cap on the longer side of every pyramid level
-    _C.MODEL.INSTANCEFCN.TOPK_PER_SCALE = 1000  # windows assembled per scale, ranked by objectness
+    _C.MODEL.INSTANCEFCN.TOPK_PER_SCALE = 1000  # windows assembled per level per test scale, ranked by objectness
     _C.MODEL.INSTANCEFCN.MASK_THRESHOLD = 0.5  # binarise pasted mask probabilities at this value
     _C.MODEL.INSTANCEFCN.MASK_FORMAT = "bitmask"  # "bitmask": pred_masks (N, H, W); "rle": pred_masks_rle; "roi": (N, 1, m, m) + boxes (docs/mask_formats.md)
     _C.MODEL.INSTANCEFCN.NMS_THRESH = 0.8  # box IoU for NMS on the masks' tight boxes, across scales

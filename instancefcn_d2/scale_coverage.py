@@ -109,10 +109,11 @@ def in_features(cfg) -> list:
 
 
 def level_strides(cfg) -> Tuple[int, ...]:
-    """Stride of each level the head reads, from the backbone's ``output_shape()``."""
-    from detectron2.modeling import build_backbone
+    """Stride of each level the head reads, from the ``output_shape()`` of the backbone built
+    on the meta device (no weights)."""
+    from .backbone.inspection import build_backbone_skeleton
 
-    shapes = build_backbone(cfg).output_shape()
+    shapes = build_backbone_skeleton(cfg).output_shape()
     missing = [f for f in in_features(cfg) if f not in shapes]
     if missing:
         raise ValueError(f"MODEL.INSTANCEFCN in-features {missing} are not backbone outputs {sorted(shapes)}")
