@@ -4,11 +4,13 @@ the objects of a dataset, and print them as config overrides.
 
   python tools/plan_scales.py --config-file configs/quickstart/InstanceFCN-VGG16-synthetic.yaml \\
       --dataset synthetic_small_train
-  python tools/plan_scales.py --config-file my.yaml --dataset mine/train.json --output configs/mine-planned.yaml
+  python tools/plan_scales.py --config-file my.yaml --dataset mine_train=mine/train.json:mine/images \
+      --output configs/mine-planned.yaml
   python tools/plan_scales.py --config-file my.yaml --dataset mine_train --json
 
-``--dataset`` is a registered dataset name (this project's, or one your script registered) or
-the path of a COCO instances JSON (only its boxes and image sizes are read; no images). The
+``--dataset`` is ``NAME=annotations.json:images_dir`` (as for train_net.py: checked, then
+registered), a registered dataset name (this project's, e.g. ``hela_train``), or the path of a
+COCO instances JSON (only its boxes and image sizes are read; no images). The
 plan: the fewest scales (greedy set cover on a 2^(1/8) grid, instancefcn_d2/scale_planning.py)
 that bring >= ``--target`` of the objects into the positive band at some training scale and to
 the canonical size at some test scale, with an absolute ``INPUT.CROP`` when the upscaling
@@ -41,8 +43,13 @@ from detectron2.config import get_cfg  # noqa: E402
 
 
 def load_objects(dataset: str) -> ObjectSizes:
-    """Object boxes of a registered dataset name or a COCO JSON path."""
-    if dataset.endswith(".json") or os.path.isfile(dataset):
+    """Object boxes of ``NAME=JSON:DIR``, a registered dataset name or a COCO JSON path."""
+    if "=" in dataset:
+        from instancefcn_d2.data.cli_datasets import register_dataset_args
+        from instancefcn_d2.data.datasets import project_dataset_names
+
+        dataset = register_dataset_args([dataset], reserved=project_dataset_names())[0]
+    elif dataset.endswith(".json") or os.path.isfile(dataset):
         if not os.path.isfile(dataset):
             raise FileNotFoundError(f"--dataset {dataset!r}: no such COCO JSON file")
         with open(dataset) as f:
@@ -89,7 +96,8 @@ def to_yaml(plan, config_file: str, output: str = "", dataset: str = "") -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True, help="the config to plan for (its model and levels)")
-    ap.add_argument("--dataset", required=True, help="registered dataset name, or a COCO instances JSON path")
+    ap.add_argument("--dataset", required=True,
+                    help="NAME=annotations.json:images_dir, a registered dataset name, or a COCO instances JSON path")
     ap.add_argument("--target", type=float, default=0.95, help="fraction of objects to cover (default 0.95)")
     ap.add_argument("--max-train-side", type=int, default=None,
                     help="longest side of a training input (default: the config's INPUT.MAX_SIZE_TRAIN)")
@@ -106,7 +114,12 @@ def main(argv=None):
     cfg = get_cfg()
     add_instancefcn_config(cfg)
     merge_config(cfg, args.config_file, args.opts)
-    objs = load_objects(args.dataset)
+    from instancefcn_d2.data.cli_datasets import DatasetArgumentError
+
+    try:
+        objs = load_objects(args.dataset)
+    except DatasetArgumentError as e:
+        ap.error(str(e))
     if len(objs) == 0:
         raise SystemExit(f"--dataset {args.dataset!r} has no (non-crowd) objects with a box: nothing to plan.")
     plan = plan_scales(objs, scale_setup_from_config(cfg), target=args.target,
