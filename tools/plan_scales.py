@@ -20,8 +20,8 @@ would make training inputs longer than ``--max-train-side`` (default: the config
 
 Output: YAML to merge with the config (``_BASE_`` points at it; with ``--output FILE`` the path
 is relative to FILE, else to the current directory), or with ``--json``:
-``{"coverage_before": {"train": f, "test": f}, "coverage_after": {...}, "overrides": {KEY:
-value}, "notes": [...]}``.
+``{"objective": str, "coverage_before": {"train": f, "test": f}, "coverage_after": {...},
+"overrides": {KEY: value}, "reasons": {KEY: why}, "notes": [...]}``.
 """
 import argparse
 import json
@@ -37,7 +37,7 @@ from instancefcn_d2 import add_instancefcn_config  # noqa: E402
 from instancefcn_d2.engine import merge_config  # noqa: E402
 from instancefcn_d2.fileio import atomic_write  # noqa: E402
 from instancefcn_d2.scale_coverage import ObjectSizes, scale_setup_from_config  # noqa: E402
-from instancefcn_d2.scale_planning import plan_scales  # noqa: E402
+from instancefcn_d2.scale_planning import plan_for_recall, plan_scales  # noqa: E402
 
 from detectron2.config import get_cfg  # noqa: E402
 
@@ -86,9 +86,9 @@ def to_yaml(plan, config_file: str, output: str = "", dataset: str = "") -> str:
     base = os.path.relpath(os.path.abspath(config_file), os.path.dirname(os.path.abspath(output)) if output else os.getcwd())
     pct = lambda d: f"train {100 * d['train']:.1f}%, test {100 * d['test']:.1f}%"  # noqa: E731
     head = [
-        f"# Planned by tools/plan_scales.py for {dataset}: objects in the positive band",
-        f"# before: {pct(plan.coverage_before)}; after: {pct(plan.coverage_after)}.",
-    ] + [f"# NOTE: {n}" for n in plan.notes]
+        f"# Planned by tools/plan_scales.py for {dataset}. Optimised for {plan.objective}.",
+        f"# Objects in the positive band before: {pct(plan.coverage_before)}; after: {pct(plan.coverage_after)}.",
+    ] + [f"# {key}: {why}" for key, why in plan.reasons.items()] + [f"# NOTE: {n}" for n in plan.notes]
     body = yaml.safe_dump({"_BASE_": base, **nested(plan.overrides)}, default_flow_style=None, sort_keys=False)
     return "\n".join(head) + "\n" + body
 
@@ -98,6 +98,10 @@ def main(argv=None):
     ap.add_argument("--config-file", required=True, help="the config to plan for (its model and levels)")
     ap.add_argument("--dataset", required=True,
                     help="NAME=annotations.json:images_dir, a registered dataset name, or a COCO instances JSON path")
+    ap.add_argument("--objective", choices=("recall", "coverage"), default="recall",
+                    help="recall (default): several magnifications, the same in training and test, window and "
+                    "proposal budgets for the objects per image; coverage: the fewest scales that cover each object once")
+    ap.add_argument("--scales", type=int, default=5, help="with --objective recall: magnifications, 2^(1/4) apart (default 5)")
     ap.add_argument("--target", type=float, default=0.95, help="fraction of objects to cover (default 0.95)")
     ap.add_argument("--max-train-side", type=int, default=None,
                     help="longest side of a training input (default: the config's INPUT.MAX_SIZE_TRAIN)")
@@ -122,8 +126,13 @@ def main(argv=None):
         ap.error(str(e))
     if len(objs) == 0:
         raise SystemExit(f"--dataset {args.dataset!r} has no (non-crowd) objects with a box: nothing to plan.")
-    plan = plan_scales(objs, scale_setup_from_config(cfg), target=args.target,
-                       max_train_side=args.max_train_side, max_test_side=args.max_test_side)
+    kw = dict(target=args.target, max_train_side=args.max_train_side, max_test_side=args.max_test_side)
+    if args.objective == "recall":
+        plan = plan_for_recall(objs, scale_setup_from_config(cfg), num_scales=args.scales,
+                               topk_per_scale=cfg.MODEL.INSTANCEFCN.TOPK_PER_SCALE,
+                               detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE, **kw)
+    else:
+        plan = plan_scales(objs, scale_setup_from_config(cfg), **kw)
     text = to_yaml(plan, args.config_file, args.output, args.dataset)
     if args.output:
         atomic_write(args.output, lambda f: f.write(text), "w")
