@@ -277,8 +277,8 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
         "TEST.DETECTIONS_PER_IMAGE": dets,
     })
     mags_why = (f"magnifications {mag_text}: objects of {sizes_text} land in the positive bands ({bands} px) "
-                f"at >= {h} of the {num_scales} magnifications for >= {100 * target:.0f}% of them; the "
-                "cheapest run that does")
+                f"at >= {h} of the {num_scales} magnifications for >= {100 * target:.0f}% of them; of such runs, the "
+                "one with the most magnifications per object on average (objects deepest inside the bands)")
     reasons = {
         "INPUT.MIN_SIZE_TRAIN": f"the test magnifications in training ({crop_why})",
         "INPUT.CROP": crop_why,
