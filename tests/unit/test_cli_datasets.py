@@ -1,6 +1,7 @@
 """``--dataset NAME=annotations.json:images_dir`` (instancefcn_d2/data/cli_datasets.py): parsing,
 the checks that run before anything is registered, and registration for DATASETS.TRAIN / TEST."""
 import json
+import os
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -140,3 +141,16 @@ def test_train_net_parser_fails_on_a_bad_dataset_before_any_work(tmp_path, train
     with pytest.raises(DatasetArgumentError, match=r"annotation file '.*x.json' not found"):
         train_net(["--dataset", f"a={tmp_path}/x.json:{tmp_path}", "--eval-only", "OUTPUT_DIR", str(out)])
     assert not out.exists()
+
+
+def test_plan_scales_takes_the_same_argument(tmp_path, load_tool, capsys, unregister):
+    tool = load_tool("plan_scales")
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "configs/quickstart/InstanceFCN-VGG16-FPN-synthetic.yaml")
+    with pytest.raises(SystemExit) as e:
+        tool.main(["--config-file", config, "--dataset", f"clitest_plan={tmp_path}/nope.json:{tmp_path}"])
+    assert e.value.code == 2 and "annotation file" in capsys.readouterr().err
+    path, images = _write_set(tmp_path)
+    unregister.append("clitest_plan")
+    plan = tool.main(["--config-file", config, "--dataset", f"clitest_plan={path}:{images}", "--json"])
+    assert "clitest_plan" in DatasetCatalog.list() and plan.objective.startswith("recall")
