@@ -48,8 +48,8 @@ def test_plan_train_evaluate(hela_cut, tmp_path, load_tool, train_net):
     assert f"Scale coverage of DATASETS.TRAIN ['{NAMES[0]}']" in (out / "log.txt").read_text()
     assert (out / "model_final.pth").is_file()
 
-    res = train_net(common + ["--eval-only", "DATASETS.TEST", f"('{NAMES[1]}',)",
-                              "MODEL.WEIGHTS", out / "model_final.pth"])
+    res = train_net(["--eval-only", *common, "DATASETS.TEST", f"('{NAMES[1]}',)",
+                     "MODEL.WEIGHTS", out / "model_final.pth"])
     assert {"AR@10", "AR@100", "AR@1000"} <= set(res["segm_proposals"])
     assert all(v is not None for v in res["segm_proposals"].values() if v != res["segm_proposals"].get("ARl@1000"))
     assert (out / "proposal_ar.json").is_file()
