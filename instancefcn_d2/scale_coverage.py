@@ -53,6 +53,14 @@ class ObjectSizes:
 
     box_wh: np.ndarray
     image_hw: np.ndarray
+    image_index: Optional[np.ndarray] = None  # (N,) which image each object is in, when known
+
+    def objects_per_image(self) -> np.ndarray:
+        """``(I,)`` number of objects in each image that has any (``image_index`` needed)."""
+        if self.image_index is None:
+            raise ValueError("ObjectSizes without image_index: objects per image unknown")
+        counts = np.bincount(self.image_index) if len(self.image_index) else np.zeros(0, np.int64)
+        return counts[counts > 0]
 
     @property
     def longer_side(self) -> np.ndarray:
@@ -65,8 +73,8 @@ class ObjectSizes:
     @classmethod
     def from_dataset_dicts(cls, dicts):
         """Non-crowd boxes of detectron2 dataset dicts (any ``bbox_mode``); empty boxes skipped."""
-        wh, hw = [], []
-        for d in dicts:
+        wh, hw, index = [], [], []
+        for i, d in enumerate(dicts):
             for a in d.get("annotations", ()):
                 if a.get("iscrowd", 0) or "bbox" not in a:
                     continue
@@ -74,7 +82,9 @@ class ObjectSizes:
                 if x1 > x0 and y1 > y0:
                     wh.append((x1 - x0, y1 - y0))
                     hw.append((d["height"], d["width"]))
-        return cls(np.asarray(wh, np.float64).reshape(-1, 2), np.asarray(hw, np.int64).reshape(-1, 2))
+                    index.append(i)
+        return cls(np.asarray(wh, np.float64).reshape(-1, 2), np.asarray(hw, np.int64).reshape(-1, 2),
+                   np.asarray(index, np.int64))
 
 
 @dataclass(frozen=True)

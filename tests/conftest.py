@@ -91,7 +91,6 @@ def train_net():
     """``train_net(argv)``: ``python train_net.py ARGV`` in this process (one process, no
     launcher); returns what ``train_net.main`` returns."""
     import instancefcn_d2  # noqa: F401  (detectron2 v0.6 shims before any detectron2 import)
-    from detectron2.engine import default_argument_parser
 
     sys.path.insert(0, REPO)
     try:
@@ -100,7 +99,7 @@ def train_net():
         sys.path.remove(REPO)
 
     def run(argv):
-        return module.main(default_argument_parser().parse_args([str(a) for a in argv]))
+        return module.main(module.argument_parser().parse_args([str(a) for a in argv]))
 
     run.module = module
     return run

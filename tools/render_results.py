@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Regenerate RESULTS.md's tables from the results files the tools write.
 
-    python tools/render_results.py            # rewrite the marked blocks of RESULTS.md and README.md
+    python tools/render_results.py            # rewrite the marked blocks of RESULTS.md, README.md, docs/custom_data.md
     python tools/render_results.py --check    # exit 1 (and show the difference) if they are stale
 
 Every table of figures in RESULTS.md sits between ``<!-- BEGIN name -->`` and
@@ -178,7 +178,8 @@ def main(argv=None):
     ap.add_argument("--check", action="store_true", help="do not write; exit 1 if a file is stale")
     args = ap.parse_args(argv)
     files = [(args.markdown, True)] if args.markdown else [
-        (os.path.join(REPO, "RESULTS.md"), True), (os.path.join(REPO, "README.md"), False)]
+        (os.path.join(REPO, "RESULTS.md"), True), (os.path.join(REPO, "README.md"), False),
+        (os.path.join(REPO, "docs", "custom_data.md"), False)]
     blocks = render_blocks(args.results_dir)
     return max(_render_file(path, blocks, every, args) for path, every in files)
 

@@ -18,7 +18,7 @@ echo "[setup] detectron2"
 $PY tools/install_detectron2.py
 # Checked from outside the checkout, where only an installed package imports, and it must be this one.
 here=$PWD
-if [ "$(cd / && $PY -c 'import onnx, pytest, cv2, instancefcn_d2, os; print(os.path.dirname(os.path.dirname(os.path.abspath(instancefcn_d2.__file__))))' 2>/dev/null)" != "$here" ]; then
+if [ "$(cd / && $PY -c 'import onnx, pytest, cv2, tifffile, instancefcn_d2, os; print(os.path.dirname(os.path.dirname(os.path.abspath(instancefcn_d2.__file__))))' 2>/dev/null)" != "$here" ]; then
   echo "[setup] installing instancefcn_d2 (editable) and its dependencies"
   $PIP -e ".[test]"
 fi

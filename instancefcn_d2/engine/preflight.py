@@ -37,8 +37,8 @@ def check_config(cfg, training: bool = True, resume: bool = False, check_files: 
                 f"{split} names {name!r}, which is not a registered dataset"
                 + (f" (did you mean {close}?)" if close else "")
                 + ". Builtin COCO/LVIS names need their files under $DETECTRON2_DATASETS; "
-                "register your own COCO-format data with detectron2.data.datasets."
-                "register_coco_instances (see README, 'Your own data')."
+                "name your own COCO-format data on the command line with --dataset "
+                "NAME=annotations.json:images_dir (docs/custom_data.md)."
             )
     mean, std = list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD)
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
