@@ -111,3 +111,42 @@ def test_coco_config_trains_and_evaluates(train_net, coco_sample, tmp_path, conf
     # A ResNet from a random start (frozen BN of random weights: unnormalised features) may
     # propose nothing after two steps; from the ImageNet VGG-16 there are proposals.
     assert segments or not weights_reachable
+
+
+def test_preflight_names_the_small_objects_no_level_learns(project_cfg, coco_sample, caplog):
+    """On COCO at the R50-FPN recipe (shorter side 640-800, longer <= 1333, p2-p6), objects whose
+    longer side stays under the smallest positive size (p2's canonical 48 px / 2^0.5) even at
+    the largest scale are positive on no level: the pre-flight warning gives their fraction and
+    that size. The fraction is counted here from the annotation file, independently."""
+    import logging
+
+    from instancefcn_d2.engine import check_config
+
+    cfg = project_cfg("configs/InstanceFCN-R50-FPN-COCO.yaml", ["MODEL.DEVICE", "cpu"])
+    c = cfg.MODEL.INSTANCEFCN
+    smallest = c.CANONICAL_OBJECT_RATIO * c.WINDOW_SIZE * 4 * 2 ** -c.POSITIVE_SCALE_LOG2  # p2: stride 4
+    with open(os.path.join(coco_sample, "coco", "annotations", "instances_train2017.json")) as f:
+        raw = json.load(f)
+    hw = {im["id"]: (im["height"], im["width"]) for im in raw["images"]}
+    small = total = 0
+    for a in raw["annotations"]:
+        if a["iscrowd"]:
+            continue
+        h, w = hw[a["image_id"]]
+        factor = min(max(cfg.INPUT.MIN_SIZE_TRAIN) / min(h, w), cfg.INPUT.MAX_SIZE_TRAIN / max(h, w))
+        total += 1
+        small += max(a["bbox"][2], a["bbox"][3]) * factor < smallest
+    assert 0 < small < total
+
+    log = logging.getLogger("instancefcn_d2.scale_coverage")
+    log.addHandler(caplog.handler)  # whether or not train_net's logger set-up turned propagation off
+    try:
+        with caplog.at_level(logging.INFO, logger="instancefcn_d2.scale_coverage"):
+            check_config(cfg, training=True)
+    finally:
+        log.removeHandler(caplog.handler)
+    warnings = {r.getMessage() for r in caplog.records if r.levelno == logging.WARNING}
+    assert len(warnings) == 1, warnings
+    msg = warnings.pop()
+    assert f"{100 * small / total:.1f}% of the objects of DATASETS.TRAIN ['coco_2017_train'] are positive on no level" in msg
+    assert f"smallest positive size, {smallest:.0f} px" in msg
