@@ -42,32 +42,44 @@ LEARNED_BELOW = 0.75  # a term "learned" when its end value is under this fracti
 WINDOW = 20  # detectron2 writes losses as the median of the last 20 iterations
 
 
-def settings(cfg_file, iters, size, max_size, batch):
-    """Overrides for size, iterations, batch size (lr scaled linearly) and device."""
+def scaled_solver(cfg_file, batch):
+    """IMS_PER_BATCH ``batch`` with the config's BASE_LR scaled linearly (detectron2's rule)."""
     from instancefcn_d2.config import get_project_cfg
 
     solver = get_project_cfg(os.path.join(REPO, cfg_file)).SOLVER
-    lr = solver.BASE_LR * batch / solver.IMS_PER_BATCH
-    return ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", "SEED", "7",
-            "SOLVER.IMS_PER_BATCH", str(batch), "SOLVER.BASE_LR", repr(lr), "SOLVER.MAX_ITER", str(iters),
-            "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", str(max(1, iters // 10)),
+    return ["SOLVER.IMS_PER_BATCH", str(batch), "SOLVER.BASE_LR", repr(solver.BASE_LR * batch / solver.IMS_PER_BATCH)]
+
+
+def settings(cfg_file, iters, size, max_size, batch):
+    """Overrides for size, iterations, batch size (lr scaled linearly) and device."""
+    return ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", "SEED", "7", *scaled_solver(cfg_file, batch),
+            "SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", str(max(1, iters // 10)),
             "SOLVER.CHECKPOINT_PERIOD", str(10 * iters),
             "INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", str(max_size),
             "MODEL.INSTANCEFCN.TEST_SCALES", f"[{size}]", "MODEL.INSTANCEFCN.TEST_MAX_SIZE", str(max_size)]
 
 
-def summarise(output_dir):
-    """Start and end value of each loss term (medians over WINDOW iterations), AR, verdict."""
+def summarise_losses(output_dir):
+    """``{term: {"start", "end", "end_over_start"}}`` from detectron2's metrics.json (each value
+    the median over the WINDOW iterations before it was written)."""
     with open(os.path.join(output_dir, "metrics.json")) as f:
         rows = [r for r in (json.loads(line) for line in f if line.strip()) if "loss_mask" in r]
+    if not rows:
+        raise ValueError(f"{output_dir}/metrics.json holds no loss rows")
+    start, end = rows[0], rows[-1]
+    return {t: {"start": start[t], "end": end[t], "end_over_start": end[t] / start[t] if start[t] else None,
+                "iterations": [start["iteration"], end["iteration"]]} for t in TERMS}
+
+
+def summarise(output_dir):
+    """Start and end value of each loss term, AR on the same images, and the verdict."""
+    losses = summarise_losses(output_dir)
     with open(os.path.join(output_dir, "proposal_ar.json")) as f:
         ar = json.load(f)
-    start, end = rows[0], rows[-1]
-    out = {"losses": {t: {"start": start[t], "end": end[t], "end_over_start": end[t] / start[t]} for t in TERMS},
-           "iterations_logged": [start["iteration"], end["iteration"]],
+    out = {"losses": losses,
            "mask_ar": {k: ar["segm_proposals"].get(k) for k in ("AR@10", "AR@100", "AR@1000")},
            "box_ar": {k: ar["box_proposals"].get(k) for k in ("AR@10", "AR@100", "AR@1000")}}
-    out["learned"] = {t: bool(end[t] < LEARNED_BELOW * start[t]) for t in TERMS}
+    out["learned"] = {t: bool(v["end"] < LEARNED_BELOW * v["start"]) for t, v in losses.items()}
     out["trains"] = all(out["learned"].values())
     return out
 
