@@ -56,6 +56,8 @@ def parse_args(argv=None):
     ap.add_argument("--configs", default=",".join(COCO_CONFIGS))
     ap.add_argument("--benchmark-rows", default=BENCHMARK_ROWS, help="'' skips the benchmark")
     ap.add_argument("--skip-tests", action="store_true")
+    ap.add_argument("--cpu-dry-run", action="store_true",
+                    help="the same steps on the CPU at shorter side 160 (checks this script, not the GPU)")
     ap.add_argument("--output-root", default=os.path.join(REPO, "output", "gpu_check"))
     ap.add_argument("--out", default=os.path.join(REPO, "results", "gpu_check.json"))
     args = ap.parse_args(argv)
@@ -109,9 +111,12 @@ def _train(config, amp, args):
     from coco_overfit import scaled_solver, summarise_losses
 
     out = os.path.join(args.output_root, os.path.basename(config)[:-5] + ("_amp" if amp else "_fp32"))
-    opts = ["MODEL.DEVICE", "cuda", "SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", "()",
+    opts = ["MODEL.DEVICE", "cpu" if args.cpu_dry_run else "cuda", "SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", "()",
             "SOLVER.WARMUP_ITERS", str(max(1, args.iters // 10)), "SOLVER.CHECKPOINT_PERIOD", str(10 * args.iters),
             "SOLVER.AMP.ENABLED", str(amp), "OUTPUT_DIR", out, *scaled_solver(config, args.batch)]
+    if args.cpu_dry_run:
+        opts += ["INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", "256", "DATALOADER.NUM_WORKERS", "0",
+                 "MODEL.INSTANCEFCN.TEST_SCALES", "[160]", "MODEL.INSTANCEFCN.TEST_MAX_SIZE", "256"]
     if "R50" in config or "R101" in config:
         opts += ["MODEL.WEIGHTS", ""]  # detectron2's ImageNet ResNets are not reachable from the GPU machine
     cfg_path = os.path.join(REPO, config)
@@ -160,7 +165,7 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not args.cpu_dry_run:
         raise SystemExit("tools/gpu_check.py needs a CUDA GPU: torch.cuda.is_available() is False "
                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). Run it on the GPU machine.")
     if not os.path.isfile(os.path.join(args.datasets, "coco", "annotations", "instances_val2017.json")):
@@ -169,7 +174,7 @@ def main(argv=None):
     os.environ["DETECTRON2_DATASETS"] = os.path.abspath(args.datasets)  # before detectron2 is imported
     from machine import describe_machine
 
-    machine = describe_machine(device="cuda", gemm_sizes=())
+    machine = describe_machine(device="cpu" if args.cpu_dry_run else "cuda", gemm_sizes=())
     t0, results = time.perf_counter(), []
     for name, kind, payload in plan(args):
         elapsed = time.perf_counter() - t0
