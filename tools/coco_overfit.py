@@ -30,12 +30,19 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 VGG_FPN = "configs/InstanceFCN-VGG16-FPN-COCO.yaml"
 RANDOM_RESNET = ["MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "GN", "MODEL.RESNETS.STRIDE_IN_1X1", "False",
                  "MODEL.FPN.NORM", "GN", "MODEL.BACKBONE.FREEZE_AT", "0"]
+# Each run names its loss / clipping pairing in its overrides, so that it means the same whatever
+# the config holds: "pixel" mean with clipping, or the paper's "window" sum without.
+PIXEL_CLIP = ["MODEL.INSTANCEFCN.MASK_LOSS_NORMALIZATION", "pixel", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
+              "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "10.0"]
+WINDOW_SUM = ["MODEL.INSTANCEFCN.MASK_LOSS_NORMALIZATION", "window", "SOLVER.CLIP_GRADIENTS.ENABLED", "False"]
+R50, R101 = "configs/InstanceFCN-R50-FPN-COCO.yaml", "configs/InstanceFCN-R101-FPN-COCO.yaml"
 RUNS = {
-    "vgg16_fpn": (VGG_FPN, []),
-    "vgg16_fpn_window": (VGG_FPN, ["MODEL.INSTANCEFCN.MASK_LOSS_NORMALIZATION", "window",
-                                   "SOLVER.CLIP_GRADIENTS.ENABLED", "False"]),
-    "r50_fpn": ("configs/InstanceFCN-R50-FPN-COCO.yaml", RANDOM_RESNET),
-    "r101_fpn": ("configs/InstanceFCN-R101-FPN-COCO.yaml", RANDOM_RESNET),
+    "vgg16_fpn": (VGG_FPN, PIXEL_CLIP),
+    "vgg16_fpn_window": (VGG_FPN, WINDOW_SUM),
+    "r50_fpn": (R50, RANDOM_RESNET + PIXEL_CLIP),
+    "r101_fpn": (R101, RANDOM_RESNET + PIXEL_CLIP),
+    "r50_fpn_window": (R50, RANDOM_RESNET + WINDOW_SUM),
+    "r101_fpn_window": (R101, RANDOM_RESNET + WINDOW_SUM),
 }
 TERMS = ("loss_objectness", "loss_mask")
 LEARNED_BELOW = 0.75  # a term "learned" when its end value is under this fraction of its start
@@ -71,17 +78,34 @@ def summarise_losses(output_dir):
                 "iterations": [start["iteration"], end["iteration"]]} for t in TERMS}
 
 
+def pairing(output_dir):
+    """The loss / learning-rate pairing a run trained with, from the config.yaml it saved."""
+    import yaml
+
+    with open(os.path.join(output_dir, "config.yaml")) as f:
+        cfg = yaml.safe_load(f)
+    clip = cfg["SOLVER"]["CLIP_GRADIENTS"]
+    return {"mask_loss_normalization": cfg["MODEL"]["INSTANCEFCN"]["MASK_LOSS_NORMALIZATION"],
+            "base_lr": cfg["SOLVER"]["BASE_LR"], "ims_per_batch": cfg["SOLVER"]["IMS_PER_BATCH"],
+            "clip_gradients": f"{clip['CLIP_TYPE']} {clip['CLIP_VALUE']}" if clip["ENABLED"] else "off",
+            "start": cfg["MODEL"]["WEIGHTS"] or "random"}
+
+
 def summarise(output_dir):
     """Start and end value of each loss term, AR on the same images, and the verdict."""
     losses = summarise_losses(output_dir)
     with open(os.path.join(output_dir, "proposal_ar.json")) as f:
         ar = json.load(f)
-    out = {"losses": losses,
+    out = {"pairing": pairing(output_dir), "losses": losses,
            "mask_ar": {k: ar["segm_proposals"].get(k) for k in ("AR@10", "AR@100", "AR@1000")},
            "box_ar": {k: ar["box_proposals"].get(k) for k in ("AR@10", "AR@100", "AR@1000")}}
     out["learned"] = {t: bool(v["end"] < LEARNED_BELOW * v["start"]) for t, v in losses.items()}
     out["trains"] = all(out["learned"].values())
     return out
+
+
+def record_command(argv):
+    return " ".join(["python", "tools/coco_overfit.py", *(argv if argv is not None else sys.argv[1:])])
 
 
 def main(argv=None):
@@ -90,7 +114,9 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=160, help="shorter side in training and test")
     ap.add_argument("--max-size", type=int, default=256, help="cap on the longer side")
     ap.add_argument("--batch", type=int, default=1, help="IMS_PER_BATCH (BASE_LR scaled linearly)")
-    ap.add_argument("--only", default=",".join(RUNS))
+    ap.add_argument("--only", default="vgg16_fpn,vgg16_fpn_window,r50_fpn,r101_fpn")
+    ap.add_argument("--append", action="store_true",
+                    help="add the runs to --out's (same settings required); each run records its commit")
     ap.add_argument("--output-root", default=os.path.join(REPO, "output", "coco_overfit"))
     ap.add_argument("--out", default=os.path.join(REPO, "results", "coco_overfit.json"))
     args = ap.parse_args(argv)
@@ -118,16 +144,24 @@ def main(argv=None):
     from detectron2.engine import default_argument_parser
 
     runs = {}
+    settings_now = {"iterations": args.iters, "shorter_side": args.size, "max_size": args.max_size,
+                    "ims_per_batch": args.batch, "lr_rule": "BASE_LR x IMS_PER_BATCH / config's IMS_PER_BATCH",
+                    "learned_if_end_below_start_times": LEARNED_BELOW, "torch_threads": torch.get_num_threads()}
     record = {
         "what": ("Overfitting the feature-pyramid COCO configs on the ten COCO val2017 images of the "
                  "clarifai==9.7.0 wheel (train = test): loss terms (median of the first / last "
                  f"{WINDOW} iterations) and class-agnostic AR (percent) on the same images"),
-        "settings": {"iterations": args.iters, "shorter_side": args.size, "max_size": args.max_size,
-                     "ims_per_batch": args.batch, "lr_rule": "BASE_LR x IMS_PER_BATCH / config's IMS_PER_BATCH",
-                     "learned_if_end_below_start_times": LEARNED_BELOW, "torch_threads": torch.get_num_threads()},
-        "command": " ".join(["python", "tools/coco_overfit.py", *(argv if argv is not None else sys.argv[1:])]),
+        "settings": settings_now,
+        "command": record_command(argv),
         "machine": machine, "runs": runs,
     }
+    if args.append and os.path.isfile(args.out):
+        with open(args.out) as f:
+            record = json.load(f)
+        if record["settings"] != settings_now:
+            raise SystemExit(f"--append: {args.out} was run with {record['settings']}, not {settings_now}")
+        record["command"] += " && " + record_command(argv)
+        runs = record["runs"]
     from instancefcn_d2.fileio import atomic_write
 
     for name in names:
@@ -137,7 +171,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         train_net.main(default_argument_parser().parse_args(["--config-file", os.path.join(REPO, cfg_file), *opts]))
         runs[name] = {"config": cfg_file, "overrides": opts[:-2], "seconds": round(time.perf_counter() - t0, 1),
-                      **summarise(out)}
+                      "git_commit": machine["git_commit"], **summarise(out)}
         print(name, json.dumps(runs[name]["losses"]), runs[name]["mask_ar"], flush=True)
         atomic_write(args.out, lambda f: json.dump(record, f, indent=2), "w")  # each run kept at once
     print(f"Wrote {args.out}")
