@@ -141,11 +141,12 @@ def generic_block(record):
     return "\n".join(lines)
 
 
-# tools/coco_overfit.py's common settings; any other override is what a run changes.
+# tools/coco_overfit.py's common settings and pairing keys; any other override is what a run changes.
 OVERFIT_SETTINGS = ("MODEL.DEVICE", "DATALOADER.NUM_WORKERS", "SEED", "SOLVER.IMS_PER_BATCH", "SOLVER.BASE_LR",
                     "SOLVER.MAX_ITER", "SOLVER.STEPS", "SOLVER.WARMUP_ITERS", "SOLVER.CHECKPOINT_PERIOD",
                     "INPUT.MIN_SIZE_TRAIN", "INPUT.MAX_SIZE_TRAIN", "MODEL.INSTANCEFCN.TEST_SCALES",
-                    "MODEL.INSTANCEFCN.TEST_MAX_SIZE")
+                    "MODEL.INSTANCEFCN.TEST_MAX_SIZE", "MODEL.INSTANCEFCN.MASK_LOSS_NORMALIZATION",
+                    "SOLVER.CLIP_GRADIENTS.ENABLED", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE")
 
 
 def coco_overfit_block(record):
@@ -159,19 +160,26 @@ def coco_overfit_block(record):
              f"(longer <= {st['max_size']}) in training and test; start / end: median loss of the first / "
              f"last 20 iterations; a term learned when its end is under {st['learned_if_end_below_start_times']} "
              "x its start; AR on the same ten images (percent).", ""]
-    rows = []
+    rows, commits = [], []
     for name, r in runs.items():
         o = r["overrides"]
         pairs = dict(zip(o[::2], o[1::2]))
+        pairing = r.get("pairing", {})
         changes = ", ".join(f"{k} {v!r}" if v == "" else f"{k} {v}" for k, v in pairs.items()
                             if k not in OVERFIT_SETTINGS) or "–"
         lo, lm = r["losses"]["loss_objectness"], r["losses"]["loss_mask"]
         learned = " / ".join("yes" if r["learned"][t] else "NO" for t in ("loss_objectness", "loss_mask"))
-        rows.append((f"`{name}`", f"`{r['config']}`", changes, pairs.get("SOLVER.BASE_LR", "?"),
+        rows.append((f"`{name}`", f"`{r['config']}`", pairing.get("mask_loss_normalization", "?"),
+                     pairing.get("clip_gradients", "?"), pairs.get("SOLVER.BASE_LR", "?"), changes,
                      f"{lo['start']:.3g} → {lo['end']:.3g}", f"{lm['start']:.3g} → {lm['end']:.3g}", learned,
                      *(r["mask_ar"].get(k) for k in ("AR@10", "AR@100", "AR@1000")), r.get("seconds")))
-    lines += table(("run", "config", "changed", "lr", "objectness", "mask loss", "learned (obj. / mask)",
-                    "mask AR@10", "AR@100", "AR@1000", "s"), rows)
+        commit = r.get("git_commit")
+        if commit and commit != (record.get("machine") or {}).get("git_commit"):
+            commits.append(f"`{name}` ran at commit {commit}")
+    lines += table(("run", "config", "mask loss", "clipping", "lr", "other overrides", "objectness", "mask loss",
+                    "learned (obj. / mask)", "mask AR@10", "AR@100", "AR@1000", "s"), rows)
+    if commits:
+        lines += ["", "; ".join(commits) + " (same machine, same settings)."]
     return "\n".join(lines)
 
 
