@@ -2,16 +2,17 @@
 """Overfit each feature-pyramid COCO config on the ten real COCO images: does its loss /
 learning-rate pairing train (objectness and mask both learn) or collapse? (issue 23, fix 1)
 
-    python tools/coco_overfit.py [--iters 200] [--size 224] [--only vgg16_fpn,...]
+    python tools/coco_overfit.py [--iters 200] [--size 160] [--only vgg16_fpn,...] [--append]
 
 Each run is ``train_net.py`` (in this process) on a config with overrides for size,
 iterations, batch size, device and weights only: one image a batch with the config's learning
 rate scaled by detectron2's linear rule (BASE_LR x 1 / IMS_PER_BATCH, as
 ``DefaultTrainer.auto_scale_workers``), warm-up shortened to the run, the ResNets from a random
 start (their ImageNet file is not reachable here; a random network needs GroupNorm, as the
-R50 quick start) and VGG-16-FPN from the offline ImageNet VGG-16. ``vgg16_fpn_window`` is the
-former pairing (the paper's window-summed mask loss at the same learning rate, no clipping),
-for contrast. Train and test are the same ten images (instancefcn_d2/data/coco_sample.py).
+R50 quick start) and VGG-16-FPN from the offline ImageNet VGG-16. Each run names its pairing
+at the same learning rate: ``*_window`` the paper's window-summed mask loss without clipping
+(the configs' choice), the others the per-pixel mean with gradient clipping (Mask R-CNN's
+normalisation). Train and test are the same ten images (instancefcn_d2/data/coco_sample.py).
 
 Writes ``results/coco_overfit.json`` (the machine, the settings, per run: each loss term at the
 start and the end, the mask and box AR on the same images, and whether each term learned),
