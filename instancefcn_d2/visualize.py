@@ -103,15 +103,39 @@ def draw_proposals(image_bgr, instances, top_n=20, score_labels=True, alpha=0.5,
     labels = [f"#{r + 1} {scores[i]:.2f}" for r, i in enumerate(order)] if score_labels else None
     # Visualizer draws at ``scale`` x the image size, masks and text included (not a blurred upsample).
     vis = Visualizer(image_rgb, metadata=None, scale=scale, instance_mode=ColorMode.IMAGE)
-    out = vis.overlay_instances(
-        masks=[m.astype(np.uint8) for m in masks],
-        labels=labels,
-        assigned_colors=proposal_colors(len(order)),
-        alpha=alpha,
-    ).get_image()
+    colours = proposal_colors(len(order))
+    vis.overlay_instances(masks=[m.astype(np.uint8) for m in masks], assigned_colors=colours, alpha=alpha)
+    if labels:
+        _draw_labels(vis, masks, labels, colours)
+    out = vis.output.get_image()
     if out.shape[:2] != out_size[::-1]:  # matplotlib rounding
         out = cv2.resize(out, out_size, interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def _draw_labels(vis, masks, labels, colours):
+    """Each label at its mask's median pixel, in the mask's colour on a dark box; a label that
+    would cover an earlier (better-ranked) one moves down, then up, until it is clear, so
+    overlapping masks (near-duplicates, the point of these pictures) keep readable labels."""
+    height, width = masks.shape[1:]
+    font = vis._default_font_size  # Visualizer's size for this image (in image pixels)
+    line_h = 1.6 * font
+    placed = []  # (x0, y0, x1, y1) of the labels drawn, in image pixels
+    for mask, text, colour in zip(masks, labels, colours):
+        ys, xs = np.nonzero(mask)
+        if len(ys) == 0:
+            continue
+        cx, cy = float(np.median(xs)), float(np.median(ys))
+        half_w = 0.42 * font * len(text)  # generous: matplotlib glyphs are ~0.6-0.8 font wide
+        cx = min(max(cx, half_w), width - half_w)
+        for step in [0] + [s * k for k in range(1, 40) for s in (1, -1)]:
+            y = min(max(cy + step * line_h, line_h / 2), height - line_h / 2)
+            box = (cx - half_w, y - line_h / 2, cx + half_w, y + line_h / 2)
+            if all(box[2] <= b[0] or box[0] >= b[2] or box[3] <= b[1] or box[1] >= b[3] for b in placed):
+                break
+        placed.append(box)
+        vis.draw_text(text, (cx, y), color=vis._change_color_brightness(colour, brightness_factor=0.7),
+                      horizontal_alignment="center", font_size=font)
 
 
 def best_proposal_per_object(instances, gt_masks, mask_threshold=0.5):
@@ -153,8 +177,8 @@ def draw_best_per_object(image_bgr, instances, gt_masks, alpha=0.5, min_side=512
         masks = to_numpy(proposal_bitmasks(instances[torch.as_tensor(index[found])], mask_threshold))
         colours = proposal_colors(len(found))
         labels = [f"#{index[g] + 1} IoU {iou[g]:.2f}" for g in found]
-        vis.overlay_instances(masks=[m.astype(np.uint8) for m in masks], labels=labels,
-                              assigned_colors=colours, alpha=alpha)
+        vis.overlay_instances(masks=[m.astype(np.uint8) for m in masks], assigned_colors=colours, alpha=alpha)
+        _draw_labels(vis, masks, labels, colours)
     for g in np.flatnonzero(index < 0):
         vis.draw_binary_mask(gt[g].astype(np.uint8), color=(1.0, 0.0, 0.0), edge_color=(1.0, 0.0, 0.0),
                              text="missed", alpha=0.0)
