@@ -8,8 +8,9 @@ init: the cost does not depend on them) selects the windows of one generated ima
 1000 / 5000 by objectness (the first on the quick-start image size, the second on an image twice
 as large, since the quick start holds fewer than 5000 windows) are ranked and suppressed by each
 variant. A row: the median seconds of the ``instancefcn.nms`` block of ``proposals_from_windows``
-(scoring, sorting, mask IoU, suppression; torch.profiler), of the whole model forward with that
-variant's keys, and their ratio. Kept apart from ``python -m tools.benchmark`` so that the two
+(scoring, sorting, mask IoU, suppression; torch.profiler), of the inference at that many windows
+(the model's window selection, ``TOPK_PER_SCALE`` = the count on every level, plus the
+variant's rendering of the top windows: suppression, ranking and pasting), and their ratio. Kept apart from ``python -m tools.benchmark`` so that the two
 can change independently; ``tools/render_results.py`` renders the file into RESULTS.md.
 """
 import argparse
@@ -91,24 +92,25 @@ def measure(num_windows, weights, repeats):
         bgr = cv2.resize(bgr, (long_, short))
         image = torch.as_tensor(bgr).permute(2, 0, 1).contiguous()
     inputs = [{"image": image, "height": short, "width": long_}]
+    model = _model(base, weights)
     rows = []
-    for name, keys in VARIANTS.items():
-        opts = base + [x for k, v in keys.items() for x in (f"MODEL.INSTANCEFCN.{k}", str(v))]
-        model = _model(opts, weights)
-        with torch.no_grad():
-            sel = model.select_windows(inputs)[0]
-            top = sel.objectness_logits.topk(min(num_windows, len(sel))).indices
-            sel = sel[top]
+    with torch.no_grad():
+        select_s = _median_s(lambda: model.select_windows(inputs), repeats)
+        sel = model.select_windows(inputs)[0]
+        sel = sel[sel.objectness_logits.topk(min(num_windows, len(sel))).indices]
+        for name, keys in VARIANTS.items():
             kwargs = {"mask_threshold": model.mask_threshold, "max_proposals": model.detections_per_image,
-                      "nms_thresh": model.nms_thresh, **model.ranking}
+                      "nms_thresh": 0.8, "nms_type": "box", "score": "objectness", "matrix_nms_kernel": "gaussian"}
+            kwargs.update({k.lower(): v for k, v in keys.items()})
             nms_s = _nms_seconds(sel, kwargs, repeats)
-            total = _median_s(lambda: model(inputs), repeats)
+            render_s = _median_s(lambda: proposals_from_windows(sel, **kwargs), repeats)
             kept = len(proposals_from_windows(sel, **kwargs))
-        rows.append({"name": f"{name} @ {len(sel)} windows",
-                     "image": f"{short}x{long_}", "windows": len(sel), "kept": kept,
-                     "suppression_s": round(nms_s, 4), "inference_s": round(total, 4),
-                     "suppression_percent_of_inference": round(100 * nms_s / total, 1)})
-        print(json.dumps(rows[-1]), flush=True)
+            total = select_s + render_s
+            rows.append({"name": f"{name} @ {len(sel)} windows",
+                         "image": f"{short}x{long_}", "windows": len(sel), "kept": kept,
+                         "suppression_s": round(nms_s, 4), "inference_s": round(total, 4),
+                         "suppression_percent_of_inference": round(100 * nms_s / total, 1)})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
