@@ -123,7 +123,23 @@ def ranking_block(record):
                      f"{v['nms_s_per_image']:.4f}"))
     head = ("variant", "MODEL.INSTANCEFCN", "mask AR@10", "AR@100", "AR@1000", "box AR@10", "AR@100",
             "AR@1000", "s / image", "suppression s / image")
-    return "\n".join(lines + table(head, rows))
+    return "\n".join(lines + table(head, rows) + ["", ranking_choice(record["variants"])])
+
+
+def ranking_choice(variants, baseline="box 0.8"):
+    """The rule that picks a default: against ``baseline`` (the paper's), mask AR@10 and AR@100
+    higher and AR@1000 not lower (one decimal, as shown); among those, the highest AR@10."""
+    by_name = {v["name"]: v["mask"] for v in variants}
+    if baseline not in by_name:
+        return f"No `{baseline}` row: no default chosen."
+    base = {k: round(by_name[baseline][k], 1) for k in AR_KEYS[:3]}
+    ok = [n for n, m in by_name.items() if n != baseline and round(m["AR@10"], 1) > base["AR@10"]
+          and round(m["AR@100"], 1) > base["AR@100"] and round(m["AR@1000"], 1) >= base["AR@1000"]]
+    if not ok:
+        return f"No variant raises mask AR@10 and AR@100 over `{baseline}` without lowering AR@1000."
+    best = max(ok, key=lambda n: (round(by_name[n]["AR@10"], 1), round(by_name[n]["AR@100"], 1)))
+    return (f"Variants that raise mask AR@10 and AR@100 over `{baseline}` without lowering AR@1000: "
+            + ", ".join(f"`{n}`" for n in ok) + f"; the highest AR@10 among them: **`{best}`**.")
 
 
 def _metric_rows(obj, path=()):
