@@ -22,7 +22,7 @@ from detectron2.utils.events import get_event_storage
 from .assembling import assemble, cells_on_map
 from .backbone.cell_offsets import level_cell_offsets
 from .heads import InstanceBranch, ObjectnessBranch
-from .inference import proposals_from_windows
+from .inference import check_ranking, proposals_from_windows
 from .mask_rendering import MASK_FORMATS
 from .losses import MASK_LOSS_NORMALIZATIONS, mask_loss, objectness_loss
 from .targets import (WindowLabeler, check_window_size, inside_windows, mask_targets, sample_windows,
@@ -76,6 +76,11 @@ class InstanceFCN(nn.Module):
         mask_format: str = "bitmask",
         nms_per_level_first: bool = False,
         cell_offsets: Optional[Sequence[float]] = None,
+        nms_type: str = "box",
+        score: str = "objectness",
+        matrix_nms_kernel: str = "gaussian",
+        matrix_nms_sigma: float = 2.0,
+        matrix_nms_score_thresh: float = 0.0,
     ):
         """``cell_offsets``: per level of ``in_features``, where its cells sit (cell ``j``
         centred at pixel ``(j + offset) * stride``); by default what the backbone declares
@@ -124,6 +129,9 @@ class InstanceFCN(nn.Module):
             raise ValueError(f"MODEL.INSTANCEFCN.MASK_FORMAT {mask_format!r}: expected one of {MASK_FORMATS}")
         self.mask_format = mask_format
         self.nms_per_level_first = nms_per_level_first
+        check_ranking(nms_type, score, nms_per_level_first)
+        self.ranking = {"nms_type": nms_type, "score": score, "matrix_nms_kernel": matrix_nms_kernel,
+                        "matrix_nms_sigma": matrix_nms_sigma, "matrix_nms_score_thresh": matrix_nms_score_thresh}
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
 
@@ -156,6 +164,11 @@ class InstanceFCN(nn.Module):
             "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "mask_format": c.MASK_FORMAT,
             "nms_per_level_first": c.NMS_PER_LEVEL_FIRST,
+            "nms_type": c.NMS_TYPE,
+            "score": c.SCORE,
+            "matrix_nms_kernel": c.MATRIX_NMS_KERNEL,
+            "matrix_nms_sigma": c.MATRIX_NMS_SIGMA,
+            "matrix_nms_score_thresh": c.MATRIX_NMS_SCORE_THRESH,
         }
 
     @property
@@ -292,7 +305,7 @@ class InstanceFCN(nn.Module):
             return [{"instances": proposals_from_windows(
                 w, mask_threshold=self.mask_threshold, nms_thresh=self.nms_thresh,
                 max_proposals=self.detections_per_image, mask_format=self.mask_format,
-                nms_per_level_first=self.nms_per_level_first)} for w in selected]
+                nms_per_level_first=self.nms_per_level_first, **self.ranking)} for w in selected]
 
     def select_windows(self, batched_inputs: List[Dict]) -> List[Instances]:
         """The top ``topk_per_scale`` windows of every level and test scale, assembled.

@@ -117,7 +117,8 @@ def tight_box(mask: torch.Tensor):
     return [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
 
 
-def check_contract(inst: Instances, height: int, width: int, max_dets: int):
+def check_contract(inst: Instances, height: int, width: int, max_dets: int, score: str = "objectness"):
+    """``score``: the model's SCORE; with maskness the score is the objectness times a factor <= 1."""
     assert inst.image_size == (height, width)
     n = len(inst)
     assert n <= max_dets
@@ -125,7 +126,10 @@ def check_contract(inst: Instances, height: int, width: int, max_dets: int):
     s = inst.scores
     assert s.shape == (n,) and ((s >= 0) & (s <= 1)).all()
     assert (s[:-1] >= s[1:]).all()
-    torch.testing.assert_close(inst.objectness_logits.double().sigmoid(), s)
+    if score == "objectness":
+        torch.testing.assert_close(inst.objectness_logits.double().sigmoid(), s)
+    else:
+        assert (s <= inst.objectness_logits.double().sigmoid()).all() and (s > 0).all()
     assert inst.pred_boxes.tensor.shape == (n, 4)
     for i in range(n):
         assert inst.pred_masks[i].any(), "empty masks must be dropped"
