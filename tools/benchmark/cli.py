@@ -178,7 +178,7 @@ def main(argv=None):
     gemm = calibration.peak_gemm(device, args.amp, args.quick, args.threads)
     log(f"GEMM peak {gemm['flops_per_s'] / 1e9:.1f} GFLOP/s ({gemm['n']}x{gemm['n']} {gemm['dtype']})")
 
-    from tools.benchmark.workers import build_cfg
+    from tools.benchmark.measures import build_cfg
 
     has_mask_format = MASK_FORMAT_KEY in build_cfg(MODELS["vgg16_pyramid"], "cpu").MODEL.INSTANCEFCN
     jobs = plan(args, device, has_mask_format)

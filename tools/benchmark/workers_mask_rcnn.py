@@ -2,7 +2,7 @@
 as ``DefaultPredictor`` runs it (resize to the test size, outputs in the original frame)."""
 from tools.benchmark import MASK_RCNN_CONFIG
 from tools.benchmark.stages import autocast, timed_call
-from tools.benchmark.workers import _gpu_peak, median, peak_rss_gib, rand_image
+from tools.benchmark.measures import gpu_peak, median, peak_rss_gib, rand_image
 
 __all__ = ["calibrate_frozen_bn", "infer_mask_rcnn"]
 
@@ -81,5 +81,5 @@ def infer_mask_rcnn(spec):
         "rpn_proposals_out": n_proposals[-1] if n_proposals else None,
         "total_s": median([t for _, t in runs]), "total_s_runs": [t for _, t in runs],
         "peak_rss_gb": peak_rss_gib(), "amp": amp or "none",
-        **_gpu_peak(device),
+        **gpu_peak(device),
     }
