@@ -58,8 +58,9 @@ def infer_ifcn(spec):
     from detectron2.modeling import build_model
 
     device, amp, dets = spec["device"], spec.get("amp"), spec["detections"]
-    # NMS_THRESH 1.0: NMS removes nothing, so the requested number of proposals reaches pasting.
-    opts = ["MODEL.INSTANCEFCN.NMS_THRESH", 1.0, "TEST.DETECTIONS_PER_IMAGE", dets]
+    opts = ["TEST.DETECTIONS_PER_IMAGE", dets]
+    if spec.get("nms_thresh") is not None:  # else the config's own; 1.0 skips NMS (an "_nms_off" row)
+        opts += ["MODEL.INSTANCEFCN.NMS_THRESH", spec["nms_thresh"]]
     if spec.get("test_scales"):
         opts += ["MODEL.INSTANCEFCN.TEST_SCALES", list(spec["test_scales"]),
                  "MODEL.INSTANCEFCN.TEST_MAX_SIZE", spec["test_max_size"]]
@@ -81,13 +82,12 @@ def infer_ifcn(spec):
         with torch.no_grad(), autocast(device, amp):
             return model([inp])[0]["instances"]
 
-    # The windows each level hands to rendering, through the public selection step, untimed;
-    # it counts as the first warm-up run (it warms the backbone and heads).
+    for _ in range(spec["warmup"]):  # whole-model runs, as every row's warm-up (Mask R-CNN's too)
+        run()
+    # The windows each level hands to rendering, through the public selection step, untimed.
     with torch.no_grad(), autocast(device, amp):
         levels = model.select_windows([inp])[0].levels
     per_level = torch.bincount(levels.cpu(), minlength=len(model.strides)).tolist()
-    for _ in range(spec["warmup"] - 1):
-        run()
     totals, profiled, stages, out = [], [], {}, None
     for _ in range(spec["repeats"]):
         out = None  # free the previous output first: peak memory is that of one run
@@ -103,7 +103,8 @@ def infer_ifcn(spec):
     res = {
         "model": spec["model"], "config": MODELS[spec["model"]], "size": [h, w],
         "detections_per_image": dets, "mask_format": spec.get("mask_format") or "bitmask (default)",
-        "topk_per_scale": cfg.MODEL.INSTANCEFCN.TOPK_PER_SCALE, "nms_thresh": 1.0,
+        "topk_per_scale": cfg.MODEL.INSTANCEFCN.TOPK_PER_SCALE, "nms_thresh": cfg.MODEL.INSTANCEFCN.NMS_THRESH,
+        "warmup_runs": spec["warmup"],
         "test_scales": list(cfg.MODEL.INSTANCEFCN.TEST_SCALES), "test_max_size": cfg.MODEL.INSTANCEFCN.TEST_MAX_SIZE,
         "in_features": list(model.in_features), "strides": list(model.strides),
         "scaled_sizes": [list(s) for s in sizes],
