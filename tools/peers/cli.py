@@ -1,6 +1,7 @@
 """Command line of the peer comparison: a short learning-rate sweep per side, then each side's
 full budget at its chosen lr, on each (train, test) dataset pair; one results file."""
 import argparse
+import json
 import logging
 import os
 import sys
@@ -168,8 +169,6 @@ def main(argv=None, doc=None):
         "runs": [compare(args.sides, train, test, args, lrs) for train, test in pairs],
     }
     record["wall_clock_s"] = round(time.perf_counter() - start, 1)
-    import json
-
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     atomic_write(args.out, lambda f: (json.dump(record, f, indent=2), f.write("\n")), "w")
     print(f"Wrote {args.out}; python tools/render_results.py renders it into RESULTS.md and README.md")
