@@ -9,7 +9,7 @@ import time
 
 from tools.benchmark import MODELS, REPO, SCHEMA, __doc__ as PACKAGE_DOC
 from tools.benchmark import calibration, report
-from tools.benchmark.summary import BITMASK_ROW, PAIRS, ok, pair_rows, summarise
+from tools.benchmark.summary import BITMASK_ROW, PAIRS, ok, pair_detections, pair_rows, summarise
 
 MASK_FORMAT_KEY = "MASK_FORMAT"
 QUICK_SCALES = {"vgg16_pyramid": dict(test_scales=[64, 96, 128], test_max_size=256),
@@ -27,7 +27,7 @@ def build_parser():
     ap.add_argument("--train-iters", type=int, default=None, help="timed training iterations (default 3; --quick 1)")
     ap.add_argument("--pairs", type=int, default=None,
                     help="repetitions of the interleaved (InstanceFCN row, Mask R-CNN row) pairs whose ratios "
-                         "are reported as median and spread (default 3; --quick 2)")
+                         "are reported as median and spread (default 3; --quick 1)")
     ap.add_argument("--quick", "--smoke", action="store_true",
                     help="every kind of measurement on tiny images, in this process except the memory rows: "
                          "a smoke run, not figures")
@@ -84,6 +84,7 @@ def plan(args, device, has_mask_format):
         for r in range(args.pairs):
             for model, dets in dict.fromkeys(PAIRS.values()):
                 ours, theirs = pair_rows(model, dets, args.quick, r)
+                dets = pair_detections(dets, args.quick)
                 infer(ours, model, size, dets, flops=r == 0)
                 mask_rcnn(theirs, size, detections=dets, score_thresh=0.0, **mask_rcnn_kw)
 
@@ -173,7 +174,7 @@ def main(argv=None):
         raise SystemExit("--write-repo-results with --quick: a smoke run's numbers are not figures")
     args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 5)
     args.train_iters = args.train_iters if args.train_iters is not None else (1 if args.quick else 3)
-    args.pairs = args.pairs if args.pairs is not None else (2 if args.quick else 3)
+    args.pairs = args.pairs if args.pairs is not None else (1 if args.quick else 3)
     if args.repeats < 1 or args.warmup < 0 or args.train_iters < 1 or args.pairs < 1:
         raise SystemExit("--repeats, --train-iters and --pairs must be >= 1, --warmup >= 0")
 

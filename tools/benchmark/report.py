@@ -78,13 +78,13 @@ def targets(data):
 
 def pairs(data):
     """Each interleaved ratio: per repetition, median and spread."""
-    from tools.benchmark.summary import PAIRS
+    from tools.benchmark.summary import PAIRS, pair_detections
 
     rows = []
     for key, (model, dets) in PAIRS.items():
         sp = data.get("spreads", {}).get(key)
         if sp:
-            rows.append((f"`{key}`", model, dets, ", ".join(f"{v:.3f}" for v in sp["runs"]), f"{sp['median']:.3f}",
+            rows.append((f"`{key}`", model, pair_detections(dets, data["quick"]), ", ".join(f"{v:.3f}" for v in sp["runs"]), f"{sp['median']:.3f}",
                          f"[{sp['min']:.3f}, {sp['max']:.3f}]"))
     return table(("ratio", "InstanceFCN model", "proposals = Mask R-CNN detections", "per repetition", "median",
                   "spread"), rows, empty="_No interleaved pairs in this run (older format: one row per side)._")
