@@ -113,7 +113,8 @@ PEER_NAMES = {"instancefcn": "InstanceFCN", "mask_rcnn": "Mask R-CNN (class-agno
 def peers_blocks(record):
     """``{"peers": tables, "peers_summary": sentences}`` for a results/peers.json record."""
     b, sw = record["budget"], record["sweep"]
-    lines = [machine_line(record.get("machine")), "", f"`{record['command']}`: {b['images_seen']} images seen "
+    partial = "" if record.get("complete", True) else "**Partial: the run was interrupted; the sides it finished.** "
+    lines = [machine_line(record.get("machine")), "", partial + f"`{record['command']}`: {b['images_seen']} images seen "
              f"by each model ({b['iters']} iterations of {b['ims_per_batch']}); {record['metric']}; percent "
              "(– = no ground truth of that size, or no masks).", ""]
     summary = []

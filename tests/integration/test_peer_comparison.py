@@ -40,7 +40,7 @@ def test_peer_comparison_smoke(synthetic_root, tmp_path):
                        "--sweep-iters", "1", "--lrs", "instancefcn=0.015", "mask_rcnn=0.005", "rpn=0.005,0.01",
                        "--out", str(out), "--output-root", str(tmp_path / "output")])
     assert json.loads(out.read_text()) == json.loads(json.dumps(record))
-    assert record["budget"] == {"iters": 2, "ims_per_batch": 1, "images_seen": 2}
+    assert record["complete"] and record["budget"] == {"iters": 2, "ims_per_batch": 1, "images_seen": 2}
     assert record["machine"]["git_commit"]
     (run,) = record["runs"]
     assert (run["train"], run["test"]) == ("synthetic_tiny_train", "synthetic_tiny_val")

@@ -78,11 +78,12 @@ def images_seen(side, opts):
     return cfg.SOLVER.MAX_ITER * cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.IMS_PER_BATCH
 
 
-def compare(sides, train, test, args, lrs):
-    """Sweep then full budget for each side on one dataset pair."""
+def compare(sides, train, test, args, lrs, out, save):
+    """Sweep then full budget for each side on one dataset pair, into ``out["sides"]``;
+    ``save()`` after each side, so that an interrupted run keeps the sides it finished."""
     from tools.peers.training import train_and_score
 
-    out = {"train": train, "test": test, "sides": {}}
+    out.update({"train": train, "test": test, "sides": {}})
     for side in sides:
         spec = SIDES[side]
         sweep = []
@@ -108,6 +109,7 @@ def compare(sides, train, test, args, lrs):
                               "infer_s_per_image": r["infer_s_per_image"]}
         logger.info(f"{test} / {side}: lr {cfg.SOLVER.BASE_LR}, mask {r['mask']}, box {r['box']}, "
                     f"train {r['train_s']} s, {r['infer_s_per_image']} s / image")
+        save()
     return out
 
 
@@ -166,10 +168,18 @@ def main(argv=None, doc=None):
                   "rule": f"highest {SELECT_METRIC} on the test set (mask AR for mask models, box AR for RPN) "
                           "after the short budget, the same rule for every side; no held-out split; "
                           "the sweep keeps each model's top 100 (its AR@100 unchanged)"},
-        "runs": [compare(args.sides, train, test, args, lrs) for train, test in pairs],
+        "runs": [], "complete": False,
     }
-    record["wall_clock_s"] = round(time.perf_counter() - start, 1)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    atomic_write(args.out, lambda f: (json.dump(record, f, indent=2), f.write("\n")), "w")
+
+    def save():
+        record["wall_clock_s"] = round(time.perf_counter() - start, 1)
+        atomic_write(args.out, lambda f: (json.dump(record, f, indent=2), f.write("\n")), "w")
+
+    for train, test in pairs:
+        record["runs"].append({})
+        compare(args.sides, train, test, args, lrs, record["runs"][-1], save)
+    record["complete"] = True
+    save()
     print(f"Wrote {args.out}; python tools/render_results.py renders it into RESULTS.md and README.md")
     return record
