@@ -22,5 +22,8 @@ setup(
         "psutil",
         "shapely",  # detectron2 crops polygon masks with it (INPUT.CROP, e.g. planned by tools/plan_scales.py)
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "data": ["tifffile"],  # reads the real microscopy sets (tools/prepare_real_data.py)
+        "test": ["pytest", "tifffile"],
+    },
 )

@@ -5,6 +5,8 @@
     python train_net.py --config-file configs/quickstart/InstanceFCN-VGG16-synthetic.yaml
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
     python train_net.py --config-file ... --resume   # continue from output/last_checkpoint
+    python train_net.py --config-file ... --dataset mine_train=mine/train.json:mine/images \
+        DATASETS.TRAIN '("mine_train",)'             # your own COCO JSON, no code (docs/custom_data.md)
 
 Evaluation uses the class-agnostic SegmentProposalEvaluator (mask and box AR@10/100/1000;
 open-world keys TEST.PROPOSAL_EVAL_CATEGORY_IDS / PROPOSAL_BUDGET_RULE, docs/open_world.md);
@@ -13,7 +15,8 @@ CPU processes (gloo).
 """
 import instancefcn_d2  # noqa: F401  (registers the model; must precede detectron2 imports)
 from instancefcn_d2.config import get_project_cfg
-from instancefcn_d2.data.datasets import register_project_datasets_main_first
+from instancefcn_d2.data.cli_datasets import DatasetArgumentError, add_dataset_argument, register_dataset_args
+from instancefcn_d2.data.datasets import project_dataset_names, register_project_datasets_main_first
 from instancefcn_d2.engine import Trainer, check_config, launch_any_device, save_results
 
 import detectron2.utils.comm as comm
@@ -23,7 +26,13 @@ from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
 
+def argument_parser():
+    return add_dataset_argument(default_argument_parser())
+
+
 def setup(args):
+    # before DATASETS is read; args from detectron2's own parser have no --dataset
+    register_dataset_args(getattr(args, "dataset", ()), reserved=project_dataset_names())
     cfg = get_project_cfg(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
@@ -52,7 +61,12 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = argument_parser()
+    args = parser.parse_args()
+    try:  # a bad --dataset fails here, before any process starts
+        register_dataset_args(args.dataset, reserved=project_dataset_names())
+    except DatasetArgumentError as e:
+        parser.error(str(e))
     launch_any_device(
         main,
         args.num_gpus,

@@ -13,7 +13,7 @@ All windows are gathered with one advanced-indexing op, so the cost is ``O(P * m
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cell_index_map", "assemble", "assemble_dense"]
+__all__ = ["cell_index_map", "assemble", "assemble_dense", "cells_on_map"]
 
 
 def cell_index_map(window_size: int, k: int, device=None) -> torch.Tensor:
@@ -50,6 +50,15 @@ def assemble(score_maps: torch.Tensor, batch_idx: torch.Tensor, ys: torch.Tensor
     rows = ys.long()[:, None, None] + offs[None, :, None]  # (P, m, 1)
     cols = xs.long()[:, None, None] + offs[None, None, :]  # (P, 1, m)
     return padded[batch_idx.long()[:, None, None], cells[None], rows, cols]
+
+
+def cells_on_map(ys: torch.Tensor, xs: torch.Tensor, height: int, width: int, window_size: int) -> torch.Tensor:
+    """``(P, m, m)`` bool: the cells of the windows centred at ``(P,)`` rows ``ys`` and columns
+    ``xs`` that lie on the ``(height, width)`` map; :func:`assemble` reads 0 for the others."""
+    offs = torch.arange(window_size, device=ys.device) - window_size // 2
+    rows = ys.long()[:, None] + offs  # (P, m)
+    cols = xs.long()[:, None] + offs
+    return (((rows >= 0) & (rows < height))[:, :, None]) & (((cols >= 0) & (cols < width))[:, None, :])
 
 
 def assemble_dense(score_maps: torch.Tensor, window_size: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ def add_instancefcn_config(cfg):
     _C.MODEL.INSTANCEFCN = CN()
     _C.MODEL.INSTANCEFCN.IN_FEATURES = ["conv5"]  # backbone levels the shared branches read (one, or a feature pyramid)
     _C.MODEL.INSTANCEFCN.K = 5  # k: the k x k grid of relative positions (k^2 score maps)
-    _C.MODEL.INSTANCEFCN.WINDOW_SIZE = 21  # m: sliding-window side, in feature cells (21 x 8 = 168 px)
+    _C.MODEL.INSTANCEFCN.WINDOW_SIZE = 21  # m: sliding-window side, in feature cells (odd; 21 x 8 = 168 px)
     _C.MODEL.INSTANCEFCN.INSTANCE_CHANNELS = 512  # width of the instance branch's 1x1 conv
     _C.MODEL.INSTANCEFCN.OBJECTNESS_CHANNELS = 512  # width of the objectness branch's 3x3 conv
     # --- training windows (DeepMask-style rule; offsets are fractions of the window side) ---
@@ -41,10 +41,15 @@ def add_instancefcn_config(cfg):
     # --- inference ---
     _C.MODEL.INSTANCEFCN.TEST_SCALES = [119, 178, 267, 400, 600, 900]  # pyramid of shorter sides (the training scales)
     _C.MODEL.INSTANCEFCN.TEST_MAX_SIZE = 1500  # cap on the longer side of every pyramid level
-    _C.MODEL.INSTANCEFCN.TOPK_PER_SCALE = 1000  # windows assembled per scale, ranked by objectness
+    _C.MODEL.INSTANCEFCN.TOPK_PER_SCALE = 1000  # windows assembled per level per test scale, ranked by objectness
     _C.MODEL.INSTANCEFCN.MASK_THRESHOLD = 0.5  # binarise pasted mask probabilities at this value
     _C.MODEL.INSTANCEFCN.MASK_FORMAT = "bitmask"  # "bitmask": pred_masks (N, H, W); "rle": pred_masks_rle; "roi": (N, 1, m, m) + boxes (docs/mask_formats.md)
-    _C.MODEL.INSTANCEFCN.NMS_THRESH = 0.8  # box IoU for NMS on the masks' tight boxes, across scales
+    _C.MODEL.INSTANCEFCN.NMS_THRESH = 0.8  # IoU above which NMS suppresses (box IoU for NMS_TYPE "box", mask IoU for "mask")
+    _C.MODEL.INSTANCEFCN.NMS_TYPE = "box"  # "box": NMS on the masks' tight boxes (paper); "mask": greedy mask-IoU NMS; "matrix": SOLOv2 Matrix NMS (suppression.py)
+    _C.MODEL.INSTANCEFCN.SCORE = "objectness"  # ranking: "objectness" (paper) or "objectness_maskness" (x mean foreground probability in the mask, SOLO)
+    _C.MODEL.INSTANCEFCN.MATRIX_NMS_KERNEL = "gaussian"  # Matrix NMS decay f(iou): "linear" 1 - iou or "gaussian" exp(-sigma iou^2)
+    _C.MODEL.INSTANCEFCN.MATRIX_NMS_SIGMA = 2.0  # sigma of the gaussian kernel (SOLOv2's value)
+    _C.MODEL.INSTANCEFCN.MATRIX_NMS_SCORE_THRESH = 0.0  # Matrix NMS drops proposals whose decayed score is below this (0: none)
     _C.MODEL.INSTANCEFCN.NMS_PER_LEVEL_FIRST = False  # NMS within each test scale's level, then across: cheaper at thousands of windows
 
     # --- open-world proposals (train on some categories, score AR on the others) ---

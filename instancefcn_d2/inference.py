@@ -7,6 +7,7 @@ objectness first, so the cost is ``O(K * m^2)`` per scale plus pasting the kept 
 from typing import Tuple
 
 import torch
+import torch.nn.functional as F
 from torch.profiler import record_function
 from torchvision.ops import batched_nms, nms
 
@@ -15,13 +16,14 @@ from detectron2.structures import Boxes, Instances
 from .mask_rendering import (  # noqa: F401  (paste_masks_binary, PASTE_CHUNK_BYTES: re-exported)
     MASK_FORMATS,
     PASTE_CHUNK_BYTES,
-    _spans,
+    occupied_spans,
     paste_masks_binary,
     paste_masks_rle,
     paste_tight_boxes,
 )
+from .suppression import NMS_TYPES, SCORE_TYPES, mask_nms, maskness, matrix_nms_decay, window_mask_iou
 
-__all__ = ["mask_tight_boxes", "nms_first", "nms_groups_first", "paste_masks_binary", "proposals_from_windows"]
+__all__ = ["check_ranking", "mask_tight_boxes", "nms_first", "nms_groups_first", "paste_masks_binary", "proposals_from_windows"]
 
 
 def mask_tight_boxes(masks: torch.Tensor, windows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -36,8 +38,8 @@ def mask_tight_boxes(masks: torch.Tensor, windows: torch.Tensor) -> Tuple[torch.
     """
     m = masks.shape[-1]
     rows, cols = masks.any(dim=2), masks.any(dim=1)  # (P, m)
-    r0, r1 = _spans(rows)
-    c0, c1 = _spans(cols)
+    r0, r1 = occupied_spans(rows)
+    c0, c1 = occupied_spans(cols)
     cell_w = (windows[:, 2] - windows[:, 0]) / m
     cell_h = (windows[:, 3] - windows[:, 1]) / m
     boxes = torch.stack(
@@ -49,7 +51,9 @@ def mask_tight_boxes(masks: torch.Tensor, windows: torch.Tensor) -> Tuple[torch.
 
 def proposals_from_windows(windows: Instances, *, mask_threshold: float = 0.5, nms_thresh: float = 0.8,
                            max_proposals: int = 1000, mask_format: str = "bitmask",
-                           nms_per_level_first: bool = False) -> Instances:
+                           nms_per_level_first: bool = False, nms_type: str = "box",
+                           score: str = "objectness", matrix_nms_kernel: str = "gaussian",
+                           matrix_nms_sigma: float = 2.0, matrix_nms_score_thresh: float = 0.0) -> Instances:
     """Render selected windows (from any number of levels and scales) as the final proposals.
 
     Args:
@@ -61,25 +65,33 @@ def proposals_from_windows(windows: Instances, *, mask_threshold: float = 0.5, n
         nms_per_level_first: NMS within each (test scale, level) first, then across them on
             the survivors (:func:`nms_groups_first`); otherwise one NMS over all windows.
         mask_format: ``"bitmask"``, ``"rle"`` or ``"roi"`` (see :mod:`instancefcn_d2.mask_rendering`).
+        score: ``"objectness"`` (the paper's ranking) or ``"objectness_maskness"`` (times SOLO's
+            maskness, :func:`instancefcn_d2.suppression.maskness`).
+        nms_type: ``"box"`` (the paper's NMS on the masks' tight boxes), ``"mask"`` (greedy NMS on
+            window-mask IoU) or ``"matrix"`` (Matrix NMS: scores decayed by window-mask IoU,
+            then re-ranked; ``matrix_nms_kernel`` / ``_sigma``; proposals whose decayed score is
+            below ``matrix_nms_score_thresh`` are dropped). See :mod:`instancefcn_d2.suppression`.
 
-    Proposals are ranked by objectness logit; the paper's final map is objectness x mask, a
-    per-window constant times the mask, so it ranks windows the same, and the mask is
+    Proposals are ranked by ``score``; the paper's final map is objectness x mask, a
+    per-window constant times the mask, so objectness ranks windows the same, and the mask is
     binarised on its own probability so that lower-ranked proposals keep whole masks. Masks
-    are binarised at ``mask_threshold`` and empty ones dropped; NMS runs on the masks' tight
-    boxes at ``nms_thresh`` across levels and scales; the top ``max_proposals`` are pasted
-    (bilinear) into the image.
+    are binarised at ``mask_threshold`` and empty ones dropped; suppression (``nms_type``, IoU
+    ``nms_thresh`` for box and mask NMS) runs across levels and scales; the top
+    ``max_proposals`` are pasted (bilinear) into the image.
 
     Returns:
         ``Instances`` with ``pred_boxes`` (tight boxes of the pasted masks, the same in every
         format), ``scores`` ``(N,)`` float64 descending (the objectness probability in
         float64, so logits up to ~36 keep distinct scores instead of saturating at 1.0 as
-        float32 does above ~16.6), ``objectness_logits`` ``(N,)``, ``levels`` ``(N,)`` and the
+        float32 does above ~16.6; times the maskness and the Matrix NMS decay when chosen),
+        ``objectness_logits`` ``(N,)``, ``levels`` ``(N,)`` and the
         masks: ``pred_masks`` ``(N, H, W)`` bool ("bitmask"); ``pred_masks_rle`` ``RLEMasks``
         ("rle"); ``pred_masks`` ``(N, 1, m, m)`` float probabilities + ``pred_mask_boxes``
         ``Boxes`` of the windows they live in ("roi").
     """
     if mask_format not in MASK_FORMATS:
         raise ValueError(f"MASK_FORMAT {mask_format!r}: expected one of {MASK_FORMATS}")
+    check_ranking(nms_type, score, nms_per_level_first)
     image_size = windows.image_size
     probs = windows.mask_logits.sigmoid()
     boxes, obj, levels = windows.window_boxes, windows.objectness_logits, windows.levels
@@ -93,14 +105,31 @@ def proposals_from_windows(windows: Instances, *, mask_threshold: float = 0.5, n
     fg = (probs >= mask_threshold) & _cells_in_image(boxes, probs.shape[-1], image_size)
     tight, nonempty = mask_tight_boxes(fg, boxes)
     keep = nonempty.nonzero().squeeze(1)
-    probs, tight, boxes, obj, levels, groups = (x[keep] for x in (probs, tight, boxes, obj, levels, groups))
+    probs, fg, tight, boxes, obj, levels, groups = (
+        x[keep] for x in (probs, fg, tight, boxes, obj, levels, groups))
 
     with record_function("instancefcn.nms"):  # inside .render; profilers can split it out
-        if nms_per_level_first:
-            keep = nms_groups_first(tight, obj, groups, nms_thresh, max_proposals)
+        scores = obj.double().sigmoid()
+        rank = obj  # ranks as the score does; a logit does not saturate
+        if score == "objectness_maskness":
+            mk = maskness(probs, fg).double()
+            scores = scores * mk
+            rank = F.logsigmoid(obj.double()) + mk.log()
+        if nms_type == "box" and nms_per_level_first:
+            keep = nms_groups_first(tight, rank, groups, nms_thresh, max_proposals)
+        elif nms_type == "box":
+            keep = nms_first(tight, rank, nms_thresh, max_proposals)
         else:
-            keep = nms_first(tight, obj, nms_thresh, max_proposals)
-    probs, boxes, obj, levels = probs[keep], boxes[keep], obj[keep], levels[keep]
+            order = rank.argsort(descending=True, stable=True)
+            iou = window_mask_iou(fg[order], boxes[order], image_size)
+            if nms_type == "mask":
+                keep = order[mask_nms(iou, nms_thresh)][:max_proposals]
+            else:
+                decay = matrix_nms_decay(iou, matrix_nms_kernel, matrix_nms_sigma).double()
+                scores[order] = scores[order] * decay
+                order = order[scores[order] >= matrix_nms_score_thresh]
+                keep = order[scores[order].argsort(descending=True, stable=True)][:max_proposals]
+    probs, boxes, obj, levels, scores = probs[keep], boxes[keep], obj[keep], levels[keep], scores[keep]
 
     result = Instances(image_size)
     # fp32 pasting even under autocast: half-precision matmuls would move the threshold crossings.
@@ -119,10 +148,20 @@ def proposals_from_windows(windows: Instances, *, mask_threshold: float = 0.5, n
             result.pred_masks = probs[keep][:, None]
             result.pred_mask_boxes = Boxes(boxes[keep])
     result.pred_boxes = Boxes(tight[keep])
-    result.scores = obj[keep].double().sigmoid()
+    result.scores = scores[keep]
     result.objectness_logits = obj[keep]
     result.levels = levels[keep]
     return result
+
+
+def check_ranking(nms_type: str, score: str, nms_per_level_first: bool = False):
+    """Raise ``ValueError`` for an unknown ``nms_type`` / ``score`` or an impossible pairing."""
+    if nms_type not in NMS_TYPES:
+        raise ValueError(f"MODEL.INSTANCEFCN.NMS_TYPE {nms_type!r}: expected one of {NMS_TYPES}")
+    if score not in SCORE_TYPES:
+        raise ValueError(f"MODEL.INSTANCEFCN.SCORE {score!r}: expected one of {SCORE_TYPES}")
+    if nms_per_level_first and nms_type != "box":
+        raise ValueError(f"MODEL.INSTANCEFCN.NMS_PER_LEVEL_FIRST applies to box NMS only, not NMS_TYPE {nms_type!r}")
 
 
 def nms_first(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_kept: int) -> torch.Tensor:

@@ -9,6 +9,10 @@ mask. The objectness term is a mean over the sampled windows. The mask term is n
   ratio (a pixel of a mask weighs as much as a window's objectness);
 * ``"pixel"``: a mean over the positive windows' pixels, ``~m^2 * positive fraction``
   (~220 at m = 21, 1:1 sampling) times smaller at the same learning rate.
+
+Cells of a window that fall off the feature map (``weights`` 0) read zero-padded logits that
+no parameter produces: they are left out of both the sum and the ``"pixel"`` mean, so the
+effective learning rate does not depend on how many windows of a batch touch the border.
 """
 import torch
 import torch.nn.functional as F
@@ -26,10 +30,12 @@ def objectness_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def mask_loss(mask_logits: torch.Tensor, targets: torch.Tensor, score_maps: torch.Tensor,
-              normalization: str = "window", num_sampled: int = 1) -> torch.Tensor:
+              normalization: str = "window", num_sampled: int = 1, weights: torch.Tensor = None) -> torch.Tensor:
     """``(P, m, m)`` assembled logits and ``(P, m, m)`` targets of positive windows -> scalar.
 
     ``num_sampled``: windows sampled for the objectness term (the ``"window"`` normaliser).
+    ``weights``: ``(P, m, m)`` bool or {0, 1}, the cells that count (on the feature map,
+    :func:`~instancefcn_d2.assembling.cells_on_map`); all cells when ``None``.
     With no positive window in the batch the loss is ``0 * score_maps.sum()``: zero, but still
     connected to the instance branch, so DistributedDataParallel sees every parameter used.
     """
@@ -37,6 +43,11 @@ def mask_loss(mask_logits: torch.Tensor, targets: torch.Tensor, score_maps: torc
         raise ValueError(f"mask loss normalization must be one of {MASK_LOSS_NORMALIZATIONS}, got {normalization!r}")
     if mask_logits.numel() == 0:
         return score_maps.sum() * 0.0
+    per_cell = F.binary_cross_entropy_with_logits(mask_logits, targets, reduction="none")
+    if weights is None:
+        weights = torch.ones_like(per_cell)
+    weights = weights.to(per_cell.dtype)
+    total = (per_cell * weights).sum()
     if normalization == "pixel":
-        return F.binary_cross_entropy_with_logits(mask_logits, targets, reduction="mean")
-    return F.binary_cross_entropy_with_logits(mask_logits, targets, reduction="sum") / max(num_sampled, 1)
+        return total / weights.sum().clamp(min=1.0)
+    return total / max(num_sampled, 1)

@@ -25,6 +25,7 @@ __all__ = [
     "MASK_FORMATS",
     "PASTE_CHUNK_BYTES",
     "RLEMasks",
+    "occupied_spans",
     "paste_chunks",
     "paste_masks_binary",
     "paste_masks_rle",
@@ -178,8 +179,8 @@ def _foreground_region(masks, boxes, threshold, lo, hi):
     float -> the shrunk ``lo``, ``hi`` (empty where no cell reaches the threshold)."""
     m = masks.shape[-1]
     fg = masks >= threshold * (1 - 1e-6)  # float slack: a cell a rounding below still counts
-    r0, r1 = _spans(fg.any(dim=2))  # (N,) occupied cell rows [r0, r1); m, 0 when empty
-    c0, c1 = _spans(fg.any(dim=1))
+    r0, r1 = occupied_spans(fg.any(dim=2))  # (N,) occupied cell rows [r0, r1); m, 0 when empty
+    c0, c1 = occupied_spans(fg.any(dim=1))
     cell = (boxes[:, 2:] - boxes[:, :2]) / m  # (N, 2) cell width, height
     first = torch.stack([c0, r0], dim=1).to(boxes.dtype) - 1  # one cell of taps either side
     end = torch.stack([c1, r1], dim=1).to(boxes.dtype) + 1
@@ -295,7 +296,7 @@ def _run_lengths(canvas: torch.Tensor, lo: torch.Tensor, image_size: Tuple[int, 
     return out
 
 
-def _spans(occupied: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def occupied_spans(occupied: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(P, L)`` bool -> first occupied index and last + 1, each ``(P,)`` (``L`` and 0 if empty)."""
     idx = torch.arange(occupied.shape[1], device=occupied.device)
     first = torch.where(occupied, idx, occupied.shape[1]).amin(dim=1)
@@ -306,8 +307,8 @@ def _spans(occupied: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 def _span_boxes(rows: torch.Tensor, cols: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """``(c, H')`` / ``(c, W')`` occupied rows / columns of canvases placed at ``(c, 2)`` x, y
     offsets -> ``(c, 4)`` XYXY boxes (exclusive right/bottom; zeros where empty)."""
-    y0, y1 = _spans(rows)
-    x0, x1 = _spans(cols)
+    y0, y1 = occupied_spans(rows)
+    x0, x1 = occupied_spans(cols)
     box = torch.stack([x0 + offset[:, 0], y0 + offset[:, 1], x1 + offset[:, 0], y1 + offset[:, 1]], dim=1)
     return torch.where(rows.any(dim=1, keepdim=True), box, 0).float()
 

@@ -6,7 +6,8 @@ pyramid at test time (``test_scales``); with a feature pyramid (``in_features`` 
 ``p2..p6``) the two branches are shared across levels, as detectron2's RPN head is, a window
 of ``m`` cells on a level of stride ``s`` covers ``m * s`` pixels, and one scale suffices.
 """
-from typing import Dict, List, Sequence, Tuple
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -18,12 +19,14 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import ImageList, Instances
 from detectron2.utils.events import get_event_storage
 
-from .assembling import assemble
+from .assembling import assemble, cells_on_map
+from .backbone.cell_offsets import level_cell_offsets
 from .heads import InstanceBranch, ObjectnessBranch
-from .inference import proposals_from_windows
+from .inference import check_ranking, proposals_from_windows
 from .mask_rendering import MASK_FORMATS
 from .losses import MASK_LOSS_NORMALIZATIONS, mask_loss, objectness_loss
-from .targets import WindowLabeler, inside_windows, mask_targets, sample_windows, window_boxes, window_grid_size
+from .targets import (WindowLabeler, check_window_size, inside_windows, mask_targets, sample_windows,
+                      window_boxes, window_boxes_at, window_grid_size)
 
 __all__ = ["InstanceFCN"]
 
@@ -72,15 +75,28 @@ class InstanceFCN(nn.Module):
         detections_per_image: int = 1000,
         mask_format: str = "bitmask",
         nms_per_level_first: bool = False,
+        cell_offsets: Optional[Sequence[float]] = None,
+        nms_type: str = "box",
+        score: str = "objectness",
+        matrix_nms_kernel: str = "gaussian",
+        matrix_nms_sigma: float = 2.0,
+        matrix_nms_score_thresh: float = 0.0,
     ):
+        """``cell_offsets``: per level of ``in_features``, where its cells sit (cell ``j``
+        centred at pixel ``(j + offset) * stride``); by default what the backbone declares
+        (:mod:`instancefcn_d2.backbone.cell_offsets`: 0.5 on VGG-16, 0 on ResNet)."""
         super().__init__()
         shapes = backbone.output_shape()
         in_features = list(in_features)
         missing = [f for f in in_features if f not in shapes]
         if not in_features or missing:
-            raise ValueError(f"IN_FEATURES {in_features}: the backbone outputs {sorted(shapes)}")
+            raise ValueError(
+                f"MODEL.INSTANCEFCN.IN_FEATURES {in_features}: {missing or 'none'} not among the backbone's "
+                f"outputs {sorted(shapes)} (see MODEL.VGG.OUT_FEATURES / MODEL.FPN)"
+            )
         if len({shapes[f].channels for f in in_features}) != 1:
             raise ValueError(f"IN_FEATURES {in_features} must have equal channels (the branches are shared)")
+        check_window_size(window_size)
         if window_size < instance_branch.k:
             raise ValueError(f"WINDOW_SIZE ({window_size}) must be >= K ({instance_branch.k})")
         if not test_scales:
@@ -94,6 +110,10 @@ class InstanceFCN(nn.Module):
         self.labeler = labeler
         self.in_features = in_features
         self.strides = [shapes[f].stride for f in in_features]
+        self.cell_offsets = [float(o) for o in (
+            level_cell_offsets(backbone, in_features) if cell_offsets is None else cell_offsets)]
+        if len(self.cell_offsets) != len(in_features):
+            raise ValueError(f"cell_offsets {self.cell_offsets}: need one per level of {in_features}")
         self.window_size = window_size
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
@@ -109,6 +129,9 @@ class InstanceFCN(nn.Module):
             raise ValueError(f"MODEL.INSTANCEFCN.MASK_FORMAT {mask_format!r}: expected one of {MASK_FORMATS}")
         self.mask_format = mask_format
         self.nms_per_level_first = nms_per_level_first
+        check_ranking(nms_type, score, nms_per_level_first)
+        self.ranking = {"nms_type": nms_type, "score": score, "matrix_nms_kernel": matrix_nms_kernel,
+                        "matrix_nms_sigma": matrix_nms_sigma, "matrix_nms_score_thresh": matrix_nms_score_thresh}
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
 
@@ -117,13 +140,8 @@ class InstanceFCN(nn.Module):
         backbone = build_backbone(cfg)
         c = cfg.MODEL.INSTANCEFCN
         shapes = backbone.output_shape()
-        missing = [f for f in c.IN_FEATURES if f not in shapes]
-        if missing:
-            raise ValueError(
-                f"MODEL.INSTANCEFCN.IN_FEATURES {list(c.IN_FEATURES)}: {missing} not among the backbone's "
-                f"outputs {sorted(shapes)} (see MODEL.VGG.OUT_FEATURES / MODEL.FPN)"
-            )
-        channels = shapes[c.IN_FEATURES[0]].channels
+        # Levels that do not exist are reported by __init__; the branches need some width first.
+        channels = shapes[c.IN_FEATURES[0]].channels if c.IN_FEATURES and c.IN_FEATURES[0] in shapes else 1
         return {
             "backbone": backbone,
             "instance_branch": InstanceBranch(cfg, channels),
@@ -146,6 +164,11 @@ class InstanceFCN(nn.Module):
             "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "mask_format": c.MASK_FORMAT,
             "nms_per_level_first": c.NMS_PER_LEVEL_FIRST,
+            "nms_type": c.NMS_TYPE,
+            "score": c.SCORE,
+            "matrix_nms_kernel": c.MATRIX_NMS_KERNEL,
+            "matrix_nms_sigma": c.MATRIX_NMS_SIGMA,
+            "matrix_nms_score_thresh": c.MATRIX_NMS_SCORE_THRESH,
         }
 
     @property
@@ -162,9 +185,25 @@ class InstanceFCN(nn.Module):
         objectness ``(N, h, w)``."""
         with record_function("instancefcn.backbone"):
             features = self.backbone(images)
+        self._check_level_sizes(features, images.shape[-2:])
         with record_function("instancefcn.heads"):
             levels = [features[f] for f in self.in_features]
             return [self.instance_branch(x) for x in levels], [self.objectness_branch(x) for x in levels]
+
+    def _check_level_sizes(self, features: Dict[str, torch.Tensor], padded_size):
+        """Every level's map must be ``ceil(padded input / stride)``: windows, labels and boxes
+        are placed with the declared stride, so a level whose stride is not what its backbone
+        declares would train and infer with every window off by that factor, silently."""
+        for f, s in zip(self.in_features, self.strides):
+            actual = tuple(features[f].shape[-2:])
+            expected = tuple(math.ceil(n / s) for n in padded_size)
+            if actual != expected:
+                raise ValueError(
+                    f"Backbone level {f!r} declares stride {s} (output_shape()), but its map is "
+                    f"{actual[0]}x{actual[1]} for a {padded_size[0]}x{padded_size[1]} padded input; a level of "
+                    f"stride {s} is {expected[0]}x{expected[1]}. Fix the backbone's output_shape() or the "
+                    "layer that makes this level (for an FPN: its top block's in_feature)."
+                )
 
     def _normalize(self, image: torch.Tensor) -> torch.Tensor:
         return (image.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
@@ -189,26 +228,28 @@ class InstanceFCN(nn.Module):
         n = score_maps[0].shape[0]
         device = score_maps[0].device
         shapes = [o.shape[1:] for o in objectness]
-        windows = torch.cat([window_boxes(h, w, s, self.window_size, device=device)
-                             for (h, w), s in zip(shapes, self.strides)])
-        level_of = torch.cat([torch.full((h * w,), l, device=device) for l, (h, w) in enumerate(shapes)])
+        windows = torch.cat([window_boxes(h, w, s, self.window_size, o, device=device)
+                             for (h, w), s, o in zip(shapes, self.strides, self.cell_offsets)])
+        level_of = torch.cat([torch.full((h * w,), l, dtype=torch.long, device=device) for l, (h, w) in enumerate(shapes)])
         start = [0]
         for h, w in shapes:
             start.append(start[-1] + h * w)
         obj_all = torch.cat([o.reshape(n, -1) for o in objectness], dim=1)  # (N, sum_l h_l*w_l)
 
-        obj_idx, obj_labels, positives, targets = [], [], [], []
+        obj_idx, obj_labels, positives, targets, negatives = [], [], [], [], []
         for i, (inp, size) in enumerate(zip(batched_inputs, image_sizes)):
             inst = inp.get("instances")
             inst = inst.to(device) if inst is not None else None  # gt_masks too: targets on one device
             gt_boxes = inst.gt_boxes.tensor if inst is not None and len(inst) else windows[:0]
             crowd = inp.get("crowd_boxes")
             crowd = crowd.tensor.to(device) if crowd is not None else windows[:0]
-            inside = torch.cat([inside_windows(h, w, size, s) for (h, w), s in zip(shapes, self.strides)])
-            labels, matched = self.labeler(windows, gt_boxes, crowd, inside.to(device))
+            inside = torch.cat([inside_windows(h, w, size, s, o, device=device)
+                                for (h, w), s, o in zip(shapes, self.strides, self.cell_offsets)])
+            labels, matched = self.labeler(windows, gt_boxes, crowd, inside)
             pos, neg = sample_windows(labels, self.batch_size_per_image, self.positive_fraction)
             obj_idx.append(torch.cat([pos, neg]) + i * obj_all.shape[1])
             obj_labels.append(torch.cat([torch.ones_like(pos), torch.zeros_like(neg)]))
+            negatives.append(neg)
             if pos.numel():
                 positives.append((i, pos))
                 targets.append(mask_targets(inst.gt_masks, matched[pos], windows[pos], self.window_size))
@@ -219,22 +260,32 @@ class InstanceFCN(nn.Module):
             b = torch.cat([torch.full_like(p, i) for i, p in positives])
             pos = torch.cat([p for _, p in positives])
             lvl = level_of[pos]
-            parts, order = [], []
+            parts, on_map, order = [], [], []
             with record_function("instancefcn.assemble"):
                 for l in lvl.unique().tolist():
                     sel = (lvl == l).nonzero().squeeze(1)
-                    cell, w = pos[sel] - start[l], shapes[l][1]
-                    parts.append(assemble(score_maps[l], b[sel], cell // w, cell % w, self.window_size))
+                    cell, (h, w) = pos[sel] - start[l], shapes[l]
+                    ys, xs = cell // w, cell % w
+                    parts.append(assemble(score_maps[l], b[sel], ys, xs, self.window_size))
+                    on_map.append(cells_on_map(ys, xs, h, w, self.window_size))
                     order.append(sel)
-            logits = torch.cat(parts)[torch.cat(order).argsort()]  # back to the order of the targets
+            back = torch.cat(order).argsort()  # back to the order of the targets
+            logits, weights = torch.cat(parts)[back], torch.cat(on_map)[back]
             # score_maps[0] keeps the (shared) instance branch in the graph when there is no positive.
             losses["loss_mask"] = mask_loss(logits, torch.cat(targets), score_maps[0],
-                                            self.mask_loss_normalization, obj_idx.numel())
+                                            self.mask_loss_normalization, obj_idx.numel(), weights)
         else:
             losses["loss_mask"] = mask_loss(score_maps[0][:0], score_maps[0][:0], score_maps[0])
         num_pos = sum(p.numel() for _, p in positives)
         _put_scalar("instancefcn/num_pos_windows", num_pos / n)
         _put_scalar("instancefcn/num_sampled_windows", obj_idx.numel() / n)
+        # Sampled windows per level and image: does every level get positives and negatives?
+        pos_all = torch.cat([p for _, p in positives]) if positives else level_of[:0]
+        for f, p_l, n_l in zip(self.in_features,
+                               torch.bincount(level_of[pos_all], minlength=len(shapes)).tolist(),
+                               torch.bincount(level_of[torch.cat(negatives)], minlength=len(shapes)).tolist()):
+            _put_scalar(f"instancefcn/num_pos_{f}", p_l / n)
+            _put_scalar(f"instancefcn/num_neg_{f}", n_l / n)
         return {k: v * self.loss_weights[k] for k, v in losses.items()}
 
     # --------------------------------------------------------------- inference
@@ -254,7 +305,7 @@ class InstanceFCN(nn.Module):
             return [{"instances": proposals_from_windows(
                 w, mask_threshold=self.mask_threshold, nms_thresh=self.nms_thresh,
                 max_proposals=self.detections_per_image, mask_format=self.mask_format,
-                nms_per_level_first=self.nms_per_level_first)} for w in selected]
+                nms_per_level_first=self.nms_per_level_first, **self.ranking)} for w in selected]
 
     def select_windows(self, batched_inputs: List[Dict]) -> List[Instances]:
         """The top ``topk_per_scale`` windows of every level and test scale, assembled.
@@ -287,8 +338,8 @@ class InstanceFCN(nn.Module):
                 for i, (h, w) in enumerate(batch.image_sizes):
                     out_h, out_w = out_sizes[i]
                     scale_xy = torch.tensor([out_w / w, out_h / h, out_w / w, out_h / h], device=self.device)
-                    for l, (maps, obj, stride) in enumerate(zip(score_maps, objectness, self.strides)):
-                        part = self._select_level(maps[i:i + 1], obj[i], stride, (h, w), scale_xy, l)
+                    for l, (maps, obj) in enumerate(zip(score_maps, objectness)):
+                        part = self._select_level(maps[i:i + 1], obj[i], l, (h, w), scale_xy)
                         parts[i].append(part + (torch.full_like(part[3], scale),))
         results = []
         for (out_h, out_w), image_parts in zip(out_sizes, parts):
@@ -298,18 +349,19 @@ class InstanceFCN(nn.Module):
             results.append(r)
         return results
 
-    def _select_level(self, score_maps, objectness, stride, image_size, scale_xy, level):
+    def _select_level(self, score_maps, objectness, level, image_size, scale_xy):
         """Top-K windows of one level of one image: ``(1, k*k, fh, fw)`` maps, ``(fh, fw)``
         objectness -> (logits ``(K, m, m)``, objectness ``(K,)``, boxes ``(K, 4)``, levels ``(K,)``)."""
         fh, fw = objectness.shape
+        stride, offset = self.strides[level], self.cell_offsets[level]
         # The windows that belong to the image: the same set training labels (targets.window_grid_size).
-        vh, vw = (min(a, b) for a, b in zip((fh, fw), window_grid_size(image_size, stride)))
+        vh, vw = (min(a, b) for a, b in zip((fh, fw), window_grid_size(image_size, stride, offset)))
         obj = objectness[:vh, :vw].reshape(-1)
         top = obj.topk(min(self.topk_per_scale, obj.numel())).indices
         ys, xs = top // vw, top % vw
         with record_function("instancefcn.assemble"):
             logits = assemble(score_maps, torch.zeros_like(ys), ys, xs, self.window_size)
-        boxes = window_boxes(fh, fw, stride, self.window_size, device=self.device)[ys * fw + xs] * scale_xy
+        boxes = window_boxes_at(ys, xs, stride, self.window_size, offset) * scale_xy
         return logits, obj[top], boxes, torch.full_like(top, level)
 
 

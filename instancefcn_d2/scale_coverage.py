@@ -41,6 +41,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 WARN_BELOW = 0.90  # check_scale_coverage warns under this fraction
+WARN_TOO_SMALL = 0.01  # ... and when this fraction of objects is under the smallest positive size
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,14 @@ class ObjectSizes:
 
     box_wh: np.ndarray
     image_hw: np.ndarray
+    image_index: Optional[np.ndarray] = None  # (N,) which image each object is in, when known
+
+    def objects_per_image(self) -> np.ndarray:
+        """``(I,)`` number of objects in each image that has any (``image_index`` needed)."""
+        if self.image_index is None:
+            raise ValueError("ObjectSizes without image_index: objects per image unknown")
+        counts = np.bincount(self.image_index) if len(self.image_index) else np.zeros(0, np.int64)
+        return counts[counts > 0]
 
     @property
     def longer_side(self) -> np.ndarray:
@@ -65,8 +74,8 @@ class ObjectSizes:
     @classmethod
     def from_dataset_dicts(cls, dicts):
         """Non-crowd boxes of detectron2 dataset dicts (any ``bbox_mode``); empty boxes skipped."""
-        wh, hw = [], []
-        for d in dicts:
+        wh, hw, index = [], [], []
+        for i, d in enumerate(dicts):
             for a in d.get("annotations", ()):
                 if a.get("iscrowd", 0) or "bbox" not in a:
                     continue
@@ -74,7 +83,9 @@ class ObjectSizes:
                 if x1 > x0 and y1 > y0:
                     wh.append((x1 - x0, y1 - y0))
                     hw.append((d["height"], d["width"]))
-        return cls(np.asarray(wh, np.float64).reshape(-1, 2), np.asarray(hw, np.int64).reshape(-1, 2))
+                    index.append(i)
+        return cls(np.asarray(wh, np.float64).reshape(-1, 2), np.asarray(hw, np.int64).reshape(-1, 2),
+                   np.asarray(index, np.int64))
 
 
 @dataclass(frozen=True)
@@ -109,10 +120,11 @@ def in_features(cfg) -> list:
 
 
 def level_strides(cfg) -> Tuple[int, ...]:
-    """Stride of each level the head reads, from the backbone's ``output_shape()``."""
-    from detectron2.modeling import build_backbone
+    """Stride of each level the head reads, from the ``output_shape()`` of the backbone built
+    on the meta device (no weights)."""
+    from .backbone.inspection import build_backbone_skeleton
 
-    shapes = build_backbone(cfg).output_shape()
+    shapes = build_backbone_skeleton(cfg).output_shape()
     missing = [f for f in in_features(cfg) if f not in shapes]
     if missing:
         raise ValueError(f"MODEL.INSTANCEFCN in-features {missing} are not backbone outputs {sorted(shapes)}")
@@ -240,12 +252,18 @@ def coverage_summary(objs: ObjectSizes, setup: ScaleSetup) -> dict:
     """Covered fractions and, for the uncovered objects, why (sizes on the longer box side).
 
     ``{"train": f, "test": f, "num_objects": N, "train_uncovered": {...}, "test_uncovered":
-    {...}}``; each ``*_uncovered`` maps a reason ("too small", "too large", "between scales",
-    "larger than the crop") to ``"<count> of <min>-<max> px"``.
+    {...}, "smallest_positive_px": px, "train_too_small": f, "train_too_small_below_px": (lo, hi)}``;
+    each ``*_uncovered`` maps a reason ("too small", "too large", "between scales",
+    "larger than the crop") to ``"<count> of <min>-<max> px"``. ``train_too_small``: the fraction
+    of objects positive on no level because even the largest training scale leaves them under
+    ``smallest_positive_px`` (the finest level's band, input pixels); ``train_too_small_below_px``:
+    that limit in original pixels, its range over the images.
     """
     n = len(objs)
     if n == 0:
-        return {"train": 1.0, "test": 1.0, "num_objects": 0, "train_uncovered": {}, "test_uncovered": {}}
+        return {"train": 1.0, "test": 1.0, "num_objects": 0, "train_uncovered": {}, "test_uncovered": {},
+                "smallest_positive_px": float(setup.band_px[:, 0].min()), "train_too_small": 0.0,
+                "train_too_small_below_px": (0.0, 0.0)}
     lo_band, hi_band = setup.band_px[:, 0].min(), setup.band_px[:, 1].max()
     size = objs.longer_side
     lo, hi, fits = train_size_range(objs, setup)
@@ -263,16 +281,26 @@ def coverage_summary(objs: ObjectSizes, setup: ScaleSetup) -> dict:
         groups["between scales"] = ~ok & (biggest >= lo_band) & (smallest <= hi_band)
         return {k: _describe(size[m]) for k, m in groups.items() if m.any()}
 
+    # Positive on no level at any training scale because even the largest leaves them under
+    # the finest level's band; in original pixels that limit is the smallest positive size
+    # divided by the object's largest resize factor (per image).
+    too_small = hi.max(axis=1) < lo_band
+    limit = lo_band * size / hi.max(axis=1)
     return {
         "train": float(train_ok.mean()), "test": float(test_ok.mean()), "num_objects": n,
         "train_uncovered": reasons(train_ok, hi.max(axis=1), lo.min(axis=1), extra=~fits if setup.crop else None),
         "test_uncovered": reasons(test_ok, test.max(axis=1), test.min(axis=1)),
+        "smallest_positive_px": float(lo_band),
+        "train_too_small": float(too_small.mean()),
+        "train_too_small_below_px": (float(limit.min()), float(limit.max())),
     }
 
 
 def check_scale_coverage(objs: ObjectSizes, setup: ScaleSetup, what: str = "the training set",
                          config_file: str = "", dataset: str = "") -> dict:
-    """Log the coverage of ``objs``; warn (with the sizes and the fix) under 90 %. Returns the summary."""
+    """Log the coverage of ``objs``; warn (with the sizes and the fix) under 90 %, and when 1 % or
+    more of the objects are under the smallest positive size (positive on no level). Returns the
+    summary."""
     s = coverage_summary(objs, setup)
     band = ", ".join(f"{a:.0f}-{b:.0f} px" for a, b in setup.band_px)
     logger.info(
@@ -295,9 +323,18 @@ def check_scale_coverage(objs: ObjectSizes, setup: ScaleSetup, what: str = "the 
             f"TEST_SCALES={list(setup.test_scales)} (TEST_MAX_SIZE={setup.test_max_size}); the others "
             f"are hardly ever proposed ({why})"
         )
+    if s["train_too_small"] >= WARN_TOO_SMALL:
+        lo, hi = s["train_too_small_below_px"]
+        problems.append(
+            f"{100 * s['train_too_small']:.1f}% of the objects of {what} are positive on no level: smaller "
+            f"than {lo:.0f}-{hi:.0f} px in these images (by image size), they stay under the smallest "
+            f"positive size, {s['smallest_positive_px']:.0f} px (the finest level's canonical size / "
+            f"2^{setup.band_log2:g}), even at the largest training scale; they are never learned and rarely "
+            "proposed (detectron2's RPN reaches them with 32-px anchors): use larger scales or a finer level"
+        )
     if problems:
         logger.warning(
-            "Scale coverage below 90%: " + ". Also, ".join(problems) + ". Sizes are longer box sides "
+            "Scale coverage: " + ". Also, ".join(problems) + ". Sizes are longer box sides "
             f"in the original images; positives need {band} after resizing. Fix: run "
             f"`python tools/plan_scales.py --config-file {config_file or 'YOUR_CONFIG.yaml'} "
             f"--dataset {dataset or 'YOUR_DATASET'}` and merge the overrides it prints."

@@ -1,6 +1,12 @@
-"""Scale planning: the fewest training and test scales (and a crop) that cover a dataset's objects.
+"""Scale planning: the training and test scales (and a crop) for a dataset's object sizes.
 
-Algorithm (greedy set cover on a log grid; coverage as defined in :mod:`.scale_coverage`):
+Two objectives. ``plan_for_recall`` (the default of ``tools/plan_scales.py``) is described at
+that function: several magnifications spanning the object sizes, the same ones in training and
+at test, and window / proposal budgets for the number of objects per image. ``plan_scales``
+(``--objective coverage``) finds the *fewest* scales that put each object in some positive band
+once; on dense small objects (HeLa nuclei, issue 24) that kept >= 95 % coverage and lost two
+thirds of the recall of a hand-picked multi-scale setup. Its algorithm (greedy set cover on a
+log grid; coverage as defined in :mod:`.scale_coverage`):
 
 * **Candidates**: scales (shorter sides) on a grid of ``2^(1/8)`` steps spanning every scale
   that can bring some object into the positive band of some level.
@@ -27,7 +33,7 @@ import numpy as np
 
 from .scale_coverage import ObjectSizes, ScaleSetup, coverage_summary, test_sizes, train_positive, in_band
 
-__all__ = ["ScalePlan", "greedy_cover", "candidate_scales", "plan_scales"]
+__all__ = ["ScalePlan", "greedy_cover", "candidate_scales", "plan_scales", "plan_for_recall"]
 
 GRID_STEP_LOG2 = 1.0 / 8  # candidate scales
 CROP_STEP_LOG2 = 1.0 / 4  # candidate crop sides
@@ -43,11 +49,14 @@ class ScalePlan:
     coverage_before: dict  # {"train": f, "test": f}
     coverage_after: dict
     notes: list = field(default_factory=list)
+    objective: str = "coverage: the fewest scales that put >= target of the objects in a positive band once"
+    reasons: dict = field(default_factory=dict)  # config key -> why this value
 
     def as_dict(self) -> dict:
         """The ``--json`` form of ``tools/plan_scales.py``."""
-        return {"coverage_before": self.coverage_before, "coverage_after": self.coverage_after,
-                "overrides": self.overrides, "notes": self.notes}
+        return {"objective": self.objective, "coverage_before": self.coverage_before,
+                "coverage_after": self.coverage_after, "overrides": self.overrides, "reasons": self.reasons,
+                "notes": self.notes}
 
 
 def greedy_cover(covers: np.ndarray, target: float):
@@ -157,4 +166,147 @@ def plan_scales(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95,
         setup=planned, overrides=overrides,
         coverage_before={"train": before["train"], "test": before["test"]},
         coverage_after={"train": after["train"], "test": after["test"]}, notes=notes,
+    )
+
+
+# ------------------------------------------------------------------------------ recall
+RUN_STEP_LOG2 = 1.0 / 4  # between the magnifications of a recall plan (the paper's pyramid: 1.5x)
+WINDOWS_PER_OBJECT = 16  # windows kept per object and level before NMS (the positions near its centre)
+DETECTIONS_PER_OBJECT = 5  # proposals kept per object (COCO's default 100 for ~7-15 objects)
+MIN_CROP_PER_OBJECT = 2.0  # training crops at least this many times the large objects' side
+
+
+def _round_up(x: float, step: int = 100) -> int:
+    return int(np.ceil(x / step) * step)
+
+
+def magnification_hits(sizes: np.ndarray, mags: np.ndarray, band_px: np.ndarray) -> np.ndarray:
+    """``(R, N)`` number of magnifications of each run ``mags`` ``(R, K)`` at which each object
+    (longer side ``sizes`` ``(N,)``) lies in the positive band of some level."""
+    scaled = sizes[None, :, None] * mags[:, None, :]  # (R, N, K)
+    return in_band(scaled, scaled, band_px).sum(axis=-1)
+
+
+def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, num_scales: int = 5,
+                    max_train_side: Optional[int] = None, max_test_side: Optional[int] = None,
+                    topk_per_scale: int = 0, detections_per_image: int = 0) -> ScalePlan:
+    """A plan for recall: each object seen at several magnifications, in training and at test.
+
+    * **Magnifications**: a run of ``num_scales`` magnifications ``2^(1/4)`` apart (one octave
+      for 5, as the hand-picked x2.5-5 of issue 24). Among runs starting on a ``2^(1/8)`` grid,
+      the one that puts ``>= target`` of the objects in a positive band at the most of its
+      magnifications (``h``); of those, the one with the most hits on average, the smallest
+      (cheapest) on ties. An object proposed at
+      several scales gets several windows aligned differently; NMS keeps the best, which a
+      single scale cannot offer.
+    * **Test**: ``TEST_SCALES`` = the magnifications times the images' median shorter side;
+      ``TEST_MAX_SIZE`` what the largest needs (or ``max_test_side``).
+    * **Training**: the *same* magnifications, so that the sizes the windows learn are the
+      sizes they see at test. When the whole image at the largest magnification would exceed
+      ``max_train_side`` (default the config's ``MAX_SIZE_TRAIN``), a square absolute crop of
+      side ``max_train_side / largest magnification`` is resized to ``crop x magnification``;
+      without an explicit ``max_train_side`` the crop is at least twice the large objects
+      (95th percentile), and ``MAX_SIZE_TRAIN`` grows to fit it.
+    * **Dense images**: ``TOPK_PER_SCALE`` (windows kept per level and scale) >= 16 x the 95th
+      percentile of objects per image, ``TEST.DETECTIONS_PER_IMAGE`` >= 5 x the most objects
+      in an image (rounded up to 100; never below the config's ``topk_per_scale`` /
+      ``detections_per_image``): a window budget for 10 objects leaves 150 unproposed.
+    """
+    if num_scales < 1:
+        raise ValueError(f"num_scales must be >= 1, got {num_scales}")
+    before = coverage_summary(objs, setup)
+    cap = int(max_train_side or setup.train_max_size)
+    band = setup.band_px
+    size = np.maximum(objs.longer_side, 1.0)
+    run = 2.0 ** (RUN_STEP_LOG2 * np.arange(num_scales))
+    lo = band[:, 0].min() / size.max() / run[-1]
+    hi = band[:, 1].max() / size.min()
+    starts = lo * 2.0 ** (GRID_STEP_LOG2 * np.arange(int(np.ceil(np.log2(hi / lo) / GRID_STEP_LOG2)) + 1))
+    mags = starts[:, None] * run[None, :]
+    hits = magnification_hits(size, mags, band)
+    for h in range(num_scales, 0, -1):
+        ok = (hits >= h).mean(axis=1) >= target
+        if ok.any():  # of the runs reaching the target with h hits: the most hits on average, then the smallest
+            r = int(np.where(ok, hits.mean(axis=1), -1.0).argmax())
+            break
+    else:
+        h, r = 1, int((hits >= 1).mean(axis=1).argmax())
+    m = mags[r]
+    hw = objs.image_hw.astype(np.float64)
+    short = float(np.median(hw.min(axis=1)))
+    test_scales = tuple(int(round(x * short)) for x in m)
+    need = int(np.ceil((m[-1] * hw.max(axis=1)).max()))
+    test_max = int(max_test_side) if max_test_side else max(need, max(test_scales))
+    large = float(np.percentile(size, 95))
+    if m[-1] * hw.max() <= cap:
+        crop, train_scales = None, test_scales
+        crop_why = f"whole images: at x{m[-1]:.2f} the longest image side is <= MAX_SIZE_TRAIN {cap}"
+    else:
+        c = int(np.floor(cap / m[-1]))
+        crop_why = (f"{c} x {c} px crops: the largest magnification x{m[-1]:.2f} times the crop stays within "
+                    f"MAX_SIZE_TRAIN {cap} (training inputs no larger than the config's)")
+        if c < MIN_CROP_PER_OBJECT * large and not max_train_side:
+            c = int(np.ceil(MIN_CROP_PER_OBJECT * large))
+            cap = int(np.ceil(c * m[-1]))
+            crop_why = (f"{c} x {c} px crops: {MIN_CROP_PER_OBJECT:g} x the large objects ({large:.0f} px, 95th "
+                        f"percentile), so that a crop holds whole objects; MAX_SIZE_TRAIN raised to {cap} for the "
+                        f"largest magnification x{m[-1]:.2f} (pass --max-train-side to cap it instead)")
+        crop, train_scales = ("absolute", (c, c)), tuple(int(round(x * c)) for x in m)
+    planned = setup.with_(train_scales=train_scales, train_max_size=cap, sampling="choice", crop=crop,
+                          test_scales=test_scales, test_max_size=test_max)
+    after = coverage_summary(objs, planned)
+    per_image = objs.objects_per_image() if objs.image_index is not None else np.asarray([len(objs)])
+    topk = max(int(topk_per_scale), _round_up(WINDOWS_PER_OBJECT * np.percentile(per_image, 95)))
+    dets = max(int(detections_per_image), _round_up(DETECTIONS_PER_OBJECT * per_image.max()))
+    mag_text = ", ".join(f"x{x:.2f}" for x in m)
+    sizes_text = f"{np.percentile(size, 5):.0f}-{np.percentile(size, 95):.0f} px (5th-95th percentile)"
+    bands = ", ".join(f"{a:.0f}-{b:.0f}" for a, b in band)
+    overrides = {
+        "INPUT.MIN_SIZE_TRAIN": list(train_scales),
+        "INPUT.MIN_SIZE_TRAIN_SAMPLING": "choice",
+        "INPUT.MAX_SIZE_TRAIN": cap,
+        "INPUT.CROP.ENABLED": crop is not None,
+    }
+    if crop is not None:
+        overrides["INPUT.CROP.TYPE"] = crop[0]
+        overrides["INPUT.CROP.SIZE"] = [int(v) for v in crop[1]]
+    overrides.update({
+        "MODEL.INSTANCEFCN.TEST_SCALES": list(test_scales),
+        "MODEL.INSTANCEFCN.TEST_MAX_SIZE": int(test_max),
+        "MODEL.INSTANCEFCN.TOPK_PER_SCALE": topk,
+        "TEST.DETECTIONS_PER_IMAGE": dets,
+    })
+    mags_why = (f"magnifications {mag_text}: objects of {sizes_text} land in the positive bands ({bands} px) "
+                f"at >= {h} of the {num_scales} magnifications for >= {100 * target:.0f}% of them; of such runs, the "
+                "one with the most magnifications per object on average (objects deepest inside the bands)")
+    reasons = {
+        "INPUT.MIN_SIZE_TRAIN": f"the test magnifications in training ({crop_why})",
+        "INPUT.CROP": crop_why,
+        "MODEL.INSTANCEFCN.TEST_SCALES": f"{mags_why}; times the median shorter side {short:.0f} px",
+        "MODEL.INSTANCEFCN.TEST_MAX_SIZE": "the longest side the largest test scale needs"
+        + (f" (capped at --max-test-side {max_test_side})" if max_test_side else ""),
+        "MODEL.INSTANCEFCN.TOPK_PER_SCALE": f"{WINDOWS_PER_OBJECT} windows per object x "
+        f"{np.percentile(per_image, 95):.0f} objects per image (95th percentile), rounded up",
+        "TEST.DETECTIONS_PER_IMAGE": f"{DETECTIONS_PER_OBJECT} proposals per object x {per_image.max()} objects "
+        "in the densest image, rounded up (at least the config's value)",
+    }
+    notes = []
+    if len(set(hw.min(axis=1))) > 1:
+        notes.append(f"images differ in size: magnifications hold for the median shorter side {short:.0f} px")
+    if crop is not None and crop[1][0] < MIN_CROP_PER_OBJECT * large:
+        notes.append(f"the {crop[1][0]} px crops are under {MIN_CROP_PER_OBJECT:g} x the large objects ({large:.0f} px): "
+                     "many will be cut; raise --max-train-side (costs training time) or lower --scales")
+    for split in ("train", "test"):
+        if after[split] < target:
+            why = "; ".join(f"{k}: {v}" for k, v in after[f"{split}_uncovered"].items())
+            notes.append(f"{split} coverage {100 * after[split]:.1f}% stays under the target "
+                         f"{100 * target:.0f}% ({why}).")
+    return ScalePlan(
+        setup=planned, overrides=overrides,
+        coverage_before={"train": before["train"], "test": before["test"]},
+        coverage_after={"train": after["train"], "test": after["test"]}, notes=notes,
+        objective=(f"recall: every object at several magnifications ({num_scales}, 2^(1/4) apart), the same in "
+                   "training and test, within the training input size; window and proposal budgets for the "
+                   "objects per image"),
+        reasons=reasons,
     )

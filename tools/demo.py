@@ -9,8 +9,11 @@
 
 ``--input`` takes image files, folders (their images, not recursive) and glob patterns.
 Each image gets ``<output>/<stem>.png``: the ``--top-n`` best proposals, one colour each,
-labelled with their scores; images with a shorter side under ``--min-side`` (512) are drawn
-enlarged to it. Any ``MODEL.INSTANCEFCN.MASK_FORMAT`` works (``--opts
+labelled with their rank and score (``#1 0.93``); images with a shorter side under
+``--min-side`` (512) are drawn enlarged to it. With ``--dataset NAME`` (a registered dataset
+with masks, e.g. ``synthetic_val``), images of that dataset also get the recall view beside it:
+each object's best proposal, labelled with its rank and mask IoU (objects no proposal touches
+are outlined and labelled "missed"), so the picture shows ranking and coverage together. Any ``MODEL.INSTANCEFCN.MASK_FORMAT`` works (``--opts
 MODEL.INSTANCEFCN.MASK_FORMAT rle`` for large photos: no full-image mask per proposal). ``--json`` writes every proposal of every image as COCO results
 (compressed-RLE masks, ``category_id`` 1) with ``"file_name"`` added to each record.
 Unreadable images are reported and skipped; the exit status is then 1.
@@ -34,7 +37,7 @@ from instancefcn_d2.evaluation.export import (  # noqa: E402
     write_coco_results,
     write_proposal_pickle,
 )
-from instancefcn_d2.visualize import draw_proposals  # noqa: E402
+from instancefcn_d2.visualize import draw_best_per_object, draw_proposals, side_by_side  # noqa: E402
 
 import cv2  # noqa: E402
 import torch  # noqa: E402
@@ -63,6 +66,9 @@ def build_parser():
                     help="image_id in --json: position in the input list (default), or the file "
                          "stem (as int when numeric, e.g. COCO's 000000397133.jpg -> 397133)")
     ap.add_argument("--no-scores", action="store_true", help="do not write scores on the masks")
+    ap.add_argument("--dataset", default=None, metavar="NAME",
+                    help="a registered dataset with masks (e.g. synthetic_val): its images also get the "
+                         "recall view (each object's best proposal, with its rank and IoU)")
     ap.add_argument("--min-side", type=int, default=512, metavar="PX",
                     help="draw images whose shorter side is smaller enlarged to it, so that masks and "
                          "score labels stay readable (default 512; 0: each image at its own size)")
@@ -123,6 +129,27 @@ def _image_id(path, index, mode):
     return int(stem) if stem.isdigit() else stem
 
 
+def ground_truth_masks(dataset_name):
+    """``{absolute file name: callable -> (G, H, W) bool masks}`` of a registered dataset's
+    non-crowd objects (the project's own datasets are registered here)."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.data.detection_utils import annotations_to_instances
+    from instancefcn_d2.data import register_project_datasets
+
+    register_project_datasets(names=[dataset_name])
+    out = {}
+    for d in DatasetCatalog.get(dataset_name):
+        annos = [a for a in d.get("annotations", []) if not a.get("iscrowd") and a.get("segmentation")]
+
+        def masks(annos=annos, size=(d["height"], d["width"])):
+            if not annos:
+                return torch.zeros(0, *size, dtype=torch.bool)
+            return annotations_to_instances(annos, size, mask_format="bitmask").gt_masks.tensor
+
+        out[os.path.abspath(d["file_name"])] = masks
+    return out
+
+
 def setup_cfg(args):
     cfg = get_project_cfg(args.config_file, args.opts)
     device_given = "MODEL.DEVICE" in list(args.opts)[0::2]
@@ -169,6 +196,7 @@ def main(argv=None):
     logger.info(f"{len(paths)} image(s) -> {os.path.abspath(args.output)} (device {cfg.MODEL.DEVICE}, "
                 f"scales {list(cfg.MODEL.INSTANCEFCN.TEST_SCALES)}, top {args.top_n} drawn)")
 
+    truth = ground_truth_masks(args.dataset) if args.dataset else {}
     results, records, failed, num_proposals = [], [], [], 0
     start = time.perf_counter()
     for index, (path, name) in enumerate(zip(paths, names)):
@@ -184,6 +212,13 @@ def main(argv=None):
             instances = predictor(image)["instances"].to("cpu")
             overlay = draw_proposals(image, instances, top_n=args.top_n, score_labels=not args.no_scores,
                                      min_side=args.min_side, mask_threshold=threshold)
+            gt = truth.get(os.path.abspath(path))
+            if gt is not None:
+                recall = draw_best_per_object(image, instances, gt(), min_side=args.min_side,
+                                              mask_threshold=threshold)
+                top = f"top {args.top_n}" if args.top_n > 0 else "all"
+                overlay = side_by_side([overlay, recall], [f"{top} proposals: #rank score",
+                                                           "best proposal per object: #rank IoU"])
             out_path = os.path.join(args.output, name)
             if not cv2.imwrite(out_path, overlay[:, :, ::-1]):
                 raise OSError(f"cv2.imwrite could not write {out_path!r}")

@@ -4,11 +4,13 @@ the objects of a dataset, and print them as config overrides.
 
   python tools/plan_scales.py --config-file configs/quickstart/InstanceFCN-VGG16-synthetic.yaml \\
       --dataset synthetic_small_train
-  python tools/plan_scales.py --config-file my.yaml --dataset mine/train.json --output configs/mine-planned.yaml
+  python tools/plan_scales.py --config-file my.yaml --dataset mine_train=mine/train.json:mine/images \
+      --output configs/mine-planned.yaml
   python tools/plan_scales.py --config-file my.yaml --dataset mine_train --json
 
-``--dataset`` is a registered dataset name (this project's, or one your script registered) or
-the path of a COCO instances JSON (only its boxes and image sizes are read; no images). The
+``--dataset`` is ``NAME=annotations.json:images_dir`` (as for train_net.py: checked, then
+registered), a registered dataset name (this project's, e.g. ``hela_train``), or the path of a
+COCO instances JSON (only its boxes and image sizes are read; no images). The
 plan: the fewest scales (greedy set cover on a 2^(1/8) grid, instancefcn_d2/scale_planning.py)
 that bring >= ``--target`` of the objects into the positive band at some training scale and to
 the canonical size at some test scale, with an absolute ``INPUT.CROP`` when the upscaling
@@ -18,8 +20,8 @@ would make training inputs longer than ``--max-train-side`` (default: the config
 
 Output: YAML to merge with the config (``_BASE_`` points at it; with ``--output FILE`` the path
 is relative to FILE, else to the current directory), or with ``--json``:
-``{"coverage_before": {"train": f, "test": f}, "coverage_after": {...}, "overrides": {KEY:
-value}, "notes": [...]}``.
+``{"objective": str, "coverage_before": {"train": f, "test": f}, "coverage_after": {...},
+"overrides": {KEY: value}, "reasons": {KEY: why}, "notes": [...]}``.
 """
 import argparse
 import json
@@ -35,14 +37,19 @@ from instancefcn_d2 import add_instancefcn_config  # noqa: E402
 from instancefcn_d2.engine import merge_config  # noqa: E402
 from instancefcn_d2.fileio import atomic_write  # noqa: E402
 from instancefcn_d2.scale_coverage import ObjectSizes, scale_setup_from_config  # noqa: E402
-from instancefcn_d2.scale_planning import plan_scales  # noqa: E402
+from instancefcn_d2.scale_planning import plan_for_recall, plan_scales  # noqa: E402
 
 from detectron2.config import get_cfg  # noqa: E402
 
 
 def load_objects(dataset: str) -> ObjectSizes:
-    """Object boxes of a registered dataset name or a COCO JSON path."""
-    if dataset.endswith(".json") or os.path.isfile(dataset):
+    """Object boxes of ``NAME=JSON:DIR``, a registered dataset name or a COCO JSON path."""
+    if "=" in dataset:
+        from instancefcn_d2.data.cli_datasets import register_dataset_args
+        from instancefcn_d2.data.datasets import project_dataset_names
+
+        dataset = register_dataset_args([dataset], reserved=project_dataset_names())[0]
+    elif dataset.endswith(".json") or os.path.isfile(dataset):
         if not os.path.isfile(dataset):
             raise FileNotFoundError(f"--dataset {dataset!r}: no such COCO JSON file")
         with open(dataset) as f:
@@ -79,9 +86,9 @@ def to_yaml(plan, config_file: str, output: str = "", dataset: str = "") -> str:
     base = os.path.relpath(os.path.abspath(config_file), os.path.dirname(os.path.abspath(output)) if output else os.getcwd())
     pct = lambda d: f"train {100 * d['train']:.1f}%, test {100 * d['test']:.1f}%"  # noqa: E731
     head = [
-        f"# Planned by tools/plan_scales.py for {dataset}: objects in the positive band",
-        f"# before: {pct(plan.coverage_before)}; after: {pct(plan.coverage_after)}.",
-    ] + [f"# NOTE: {n}" for n in plan.notes]
+        f"# Planned by tools/plan_scales.py for {dataset}. Optimised for {plan.objective}.",
+        f"# Objects in the positive band before: {pct(plan.coverage_before)}; after: {pct(plan.coverage_after)}.",
+    ] + [f"# {key}: {why}" for key, why in plan.reasons.items()] + [f"# NOTE: {n}" for n in plan.notes]
     body = yaml.safe_dump({"_BASE_": base, **nested(plan.overrides)}, default_flow_style=None, sort_keys=False)
     return "\n".join(head) + "\n" + body
 
@@ -89,7 +96,12 @@ def to_yaml(plan, config_file: str, output: str = "", dataset: str = "") -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True, help="the config to plan for (its model and levels)")
-    ap.add_argument("--dataset", required=True, help="registered dataset name, or a COCO instances JSON path")
+    ap.add_argument("--dataset", required=True,
+                    help="NAME=annotations.json:images_dir, a registered dataset name, or a COCO instances JSON path")
+    ap.add_argument("--objective", choices=("recall", "coverage"), default="recall",
+                    help="recall (default): several magnifications, the same in training and test, window and "
+                    "proposal budgets for the objects per image; coverage: the fewest scales that cover each object once")
+    ap.add_argument("--scales", type=int, default=5, help="with --objective recall: magnifications, 2^(1/4) apart (default 5)")
     ap.add_argument("--target", type=float, default=0.95, help="fraction of objects to cover (default 0.95)")
     ap.add_argument("--max-train-side", type=int, default=None,
                     help="longest side of a training input (default: the config's INPUT.MAX_SIZE_TRAIN)")
@@ -106,11 +118,21 @@ def main(argv=None):
     cfg = get_cfg()
     add_instancefcn_config(cfg)
     merge_config(cfg, args.config_file, args.opts)
-    objs = load_objects(args.dataset)
+    from instancefcn_d2.data.cli_datasets import DatasetArgumentError
+
+    try:
+        objs = load_objects(args.dataset)
+    except DatasetArgumentError as e:
+        ap.error(str(e))
     if len(objs) == 0:
         raise SystemExit(f"--dataset {args.dataset!r} has no (non-crowd) objects with a box: nothing to plan.")
-    plan = plan_scales(objs, scale_setup_from_config(cfg), target=args.target,
-                       max_train_side=args.max_train_side, max_test_side=args.max_test_side)
+    kw = dict(target=args.target, max_train_side=args.max_train_side, max_test_side=args.max_test_side)
+    if args.objective == "recall":
+        plan = plan_for_recall(objs, scale_setup_from_config(cfg), num_scales=args.scales,
+                               topk_per_scale=cfg.MODEL.INSTANCEFCN.TOPK_PER_SCALE,
+                               detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE, **kw)
+    else:
+        plan = plan_scales(objs, scale_setup_from_config(cfg), **kw)
     text = to_yaml(plan, args.config_file, args.output, args.dataset)
     if args.output:
         atomic_write(args.output, lambda f: f.write(text), "w")

@@ -12,7 +12,8 @@ Steps (each a normal command you can also run by hand), timed separately:
                DATASETS.TEST "()"   (generates the synthetic data on first use, then trains)
   2. eval:     python train_net.py ... --eval-only MODEL.WEIGHTS OUTPUT/model_final.pth
                (SegmentProposalEvaluator: mask and box AR; per-image inference time)
-  3. pictures: python tools/demo.py on the first val images -> OUTPUT/pictures/*.png
+  3. pictures: python tools/demo.py on the first val images -> OUTPUT/pictures/*.png (the top 10,
+               and each object's best proposal beside them: --dataset)
 With --with-k1-ablation it repeats 1-3 with MODEL.INSTANCEFCN.K 1 and draws
 RESULTS_DIR/k1_vs_k5.png (a val image with touching objects).
 
@@ -73,6 +74,7 @@ def train_eval_draw(config, output_dir, opts, num_pictures):
     images = val_images(opts)[:num_pictures]
     stages["pictures"] = _timed([sys.executable, "tools/demo.py", "--config-file", config, "--input", *images,
                                  "--output", os.path.join(output_dir, "pictures"), "--top-n", "10",
+                                 "--dataset", _test_dataset(opts),
                                  "--opts", *opts, "MODEL.WEIGHTS", weights])
     return {"config": config, "mask": results["segm_proposals"], "box": results["box_proposals"],
             "infer_s_per_image": results["inference"]["s_per_image"], "stages_s": stages}

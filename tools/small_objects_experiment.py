@@ -45,7 +45,7 @@ def main():
     run([py, "tools/make_synthetic_dataset.py", "--preset", "synthetic_small"])
     planned_yaml = os.path.join(out, "planned.yaml")
     plan_cmd = [py, "tools/plan_scales.py", "--config-file", args.config_file, "--dataset", "synthetic_small_train",
-                "--output", planned_yaml, "--json"]
+                "--output", planned_yaml, "--json", "--objective", "coverage"]
     print("+", " ".join(plan_cmd), flush=True)
     plan = json.loads(subprocess.run(plan_cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout)
 

@@ -99,6 +99,12 @@ class VGG16(Backbone):
                 break
         return outputs
 
+    @property
+    def cell_offsets(self):
+        """``{name: 0.5}``: 2x2/stride-2 poolings tile the input, so cell ``j`` of a level of
+        stride ``s`` covers pixels ``[j*s, (j+1)*s)`` (:mod:`.cell_offsets`)."""
+        return {name: 0.5 for name in self._out_features}
+
     def output_shape(self):
         return {
             name: ShapeSpec(

@@ -10,6 +10,8 @@ names); here they live under ``backbone.bottom_up.``. A load-state-dict pre-hook
 to the latter, so the same file (``weights/vgg16_caffe_imagenet.pth``, written by set-up)
 initialises both models, and checkpoints of this model load as usual.
 """
+import math
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
@@ -37,6 +39,13 @@ def _vgg16_keys_to_bottom_up(state_dict, prefix, *args):
             state_dict.setdefault(prefix + "bottom_up." + rest, state_dict.pop(key))
 
 
+def coarsest_fpn_output(bottom_up, in_features) -> str:
+    """Name of the coarsest output of an ``FPN`` over ``in_features`` of ``bottom_up``:
+    ``p{log2(stride)}`` of the coarsest input, as detectron2's FPN names its outputs (its
+    ``LastLevelMaxPool`` reads ``"p5"``, the coarsest output over res2..res5)."""
+    return f"p{int(math.log2(max(bottom_up.output_shape()[f].stride for f in in_features)))}"
+
+
 @BACKBONE_REGISTRY.register()
 def build_vgg16_fpn_backbone(cfg, input_shape: ShapeSpec):
     """``MODEL.BACKBONE.NAME: "build_vgg16_fpn_backbone"``; reads ``MODEL.VGG.*`` (bottom-up,
@@ -54,7 +63,9 @@ def build_vgg16_fpn_backbone(cfg, input_shape: ShapeSpec):
         in_channels=input_shape.channels,
     )
     top_block = LastLevelMaxPool()
-    top_block.in_feature = f"p{len(cfg.MODEL.FPN.IN_FEATURES) + 1}"  # the coarsest FPN output (p4 for conv3..conv5)
+    # The top block pools the coarsest FPN output whatever the first input is (p4 for
+    # conv3..conv5, p4 too for conv4..conv5: strides 8, 16).
+    top_block.in_feature = coarsest_fpn_output(bottom_up, cfg.MODEL.FPN.IN_FEATURES)
     return VGG16FPN(
         bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,

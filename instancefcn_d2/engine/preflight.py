@@ -6,7 +6,9 @@ import os
 
 from detectron2.data import DatasetCatalog
 
-__all__ = ["check_config", "check_dataset_files", "check_weights"]
+from ..targets import check_window_size
+
+__all__ = ["check_config", "check_dataset_files", "check_levels_reach_parameters", "check_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +24,10 @@ def check_config(cfg, training: bool = True, resume: bool = False, check_files: 
     the scale coverage of DATASETS.TRAIN is logged from the same dicts, with a warning (naming
     ``config_file`` in the fix) when the windows cannot learn most objects (:mod:`.scale_coverage`).
     """
+    c = cfg.MODEL.INSTANCEFCN
+    check_window_size(c.WINDOW_SIZE)
+    if not 1 <= c.K <= c.WINDOW_SIZE:
+        raise ValueError(f"MODEL.INSTANCEFCN.K ({c.K}) must be in [1, WINDOW_SIZE={c.WINDOW_SIZE}]")
     datasets = [("DATASETS.TRAIN", n) for n in (cfg.DATASETS.TRAIN if training else ())]
     datasets += [("DATASETS.TEST", n) for n in cfg.DATASETS.TEST]
     for split, name in datasets:
@@ -31,12 +37,9 @@ def check_config(cfg, training: bool = True, resume: bool = False, check_files: 
                 f"{split} names {name!r}, which is not a registered dataset"
                 + (f" (did you mean {close}?)" if close else "")
                 + ". Builtin COCO/LVIS names need their files under $DETECTRON2_DATASETS; "
-                "register your own COCO-format data with detectron2.data.datasets."
-                "register_coco_instances (see README, 'Your own data')."
+                "name your own COCO-format data on the command line with --dataset "
+                "NAME=annotations.json:images_dir (docs/custom_data.md)."
             )
-    c = cfg.MODEL.INSTANCEFCN
-    if not 1 <= c.K <= c.WINDOW_SIZE:
-        raise ValueError(f"MODEL.INSTANCEFCN.K ({c.K}) must be in [1, WINDOW_SIZE={c.WINDOW_SIZE}]")
     mean, std = list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD)
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ValueError(
@@ -52,6 +55,8 @@ def check_config(cfg, training: bool = True, resume: bool = False, check_files: 
                 "with it; without it every training image would be skipped): pip install shapely"
             ) from None
     _check_category_subsets(cfg, training)
+    if training:
+        check_levels_reach_parameters(cfg, config_file)
     last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
     # On resume the checkpointer reads OUTPUT_DIR/last_checkpoint and ignores MODEL.WEIGHTS.
     if resume and os.path.isfile(last):
@@ -63,6 +68,35 @@ def check_config(cfg, training: bool = True, resume: bool = False, check_files: 
         train = [(name, dicts) for (split, _), (name, dicts) in zip(datasets, train) if split == "DATASETS.TRAIN"]
         if train:
             _log_scale_coverage(cfg, train, config_file)
+
+
+def check_levels_reach_parameters(cfg, config_file: str = ""):
+    """Raise when trainable backbone parameters reach none of MODEL.INSTANCEFCN.IN_FEATURES.
+
+    E.g. an FPN over res2..res5 read at p2..p4 only: ``fpn_output5`` gets no gradient, and
+    detectron2's ``DistributedDataParallel`` (``find_unused_parameters=False``) fails on the
+    second iteration of a multi-GPU (or multi-process CPU) run. Checked with one forward and
+    backward pass of the backbone built on the meta device (no weights, milliseconds).
+    """
+    from ..backbone.inspection import build_backbone_skeleton, unreached_parameters
+
+    if cfg.MODEL.META_ARCHITECTURE != "InstanceFCN":
+        return
+    backbone = build_backbone_skeleton(cfg)
+    levels = list(cfg.MODEL.INSTANCEFCN.IN_FEATURES)
+    if not levels or any(f not in backbone.output_shape() for f in levels):
+        return  # building the model reports it, naming the outputs there are
+    unused = unreached_parameters(backbone, levels, len(cfg.MODEL.PIXEL_MEAN))
+    if unused:
+        where = f" in {config_file}" if config_file else ""
+        raise ValueError(
+            f"MODEL.INSTANCEFCN.IN_FEATURES {levels} reach none of these trainable backbone parameters: "
+            f"{unused[:6]}{' ...' if len(unused) > 6 else ''} ({len(unused)} in all). They would get no "
+            "gradient, and multi-GPU training (DistributedDataParallel) fails on its second iteration. "
+            f"Fix{where}: add the levels they feed to MODEL.INSTANCEFCN.IN_FEATURES (for an FPN, its "
+            "coarsest level), or build a backbone that ends at the coarsest level read (VGG-16-FPN: "
+            "MODEL.FPN.IN_FEATURES)."
+        )
 
 
 def _log_scale_coverage(cfg, named_dicts, config_file):

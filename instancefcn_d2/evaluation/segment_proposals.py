@@ -23,6 +23,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode, PolygonMasks
 from detectron2.utils.file_io import PathManager
 
+from .level_recall import level_recall
 from .open_world import BUDGET_RULES, check_eval_category_ids
 from .recall import _all_have_segmentation, format_ar_table, proposal_recall, run_proposal_cocoeval, score_proposals
 from .export import (
@@ -65,7 +66,13 @@ class SegmentProposalEvaluator(DatasetEvaluator):
     ``evaluate()`` returns, in percent::
 
         {"segm_proposals": {"AR@10", "AR@100", "AR@1000", "ARs@1000", "ARm@1000", "ARl@1000"},
-         "box_proposals": {...same keys...}}
+         "box_proposals": {...same keys...},
+         "segm_proposals_per_level": {"AR@1000_level0", "AR@1000_level1", ...},
+         "box_proposals_per_level": {...}}
+
+The ``*_per_level`` entries (:mod:`.level_recall`) appear when the proposals carry ``levels``
+from more than one feature level (a feature pyramid): the AR of each level's proposals alone,
+so a level that contributes nothing shows up.
 
     A metric is None (``null`` in JSON, "–" in the table) when the evaluated images hold no
     (non-crowd, scored) ground truth in that area range: recall is undefined there, not zero, and a
@@ -126,6 +133,8 @@ class SegmentProposalEvaluator(DatasetEvaluator):
                     "coco_results": instances_to_coco_results(instances, image_id, self._mask_threshold),
                     "boxes": boxes,
                     "objectness_logits": logits,
+                    # feature level of each result (same order), for the per-level recall
+                    "levels": instances.levels.tolist() if instances.has("levels") else None,
                 }
             )
 
@@ -178,6 +187,7 @@ class SegmentProposalEvaluator(DatasetEvaluator):
         results = score_proposals(
             self._coco_gt, coco_results, img_ids, self._max_dets, self._eval_category_ids, self._budget_rule
         )
+        results.update(self._per_level(predictions, coco_results, img_ids, list(results)))
         logger.info(
             f"Class-agnostic proposal AR (%) on '{self._dataset_name}', "
             f"{len(img_ids)} images, {len(coco_results)} proposals{self._describe_categories()}:\n"
@@ -189,6 +199,22 @@ class SegmentProposalEvaluator(DatasetEvaluator):
                 "ground truth in that area range, so recall there is undefined (not zero)."
             )
         return results
+
+    def _per_level(self, predictions, coco_results, img_ids, tasks):
+        """``{"segm_proposals_per_level": ..., "box_proposals_per_level": ...}`` (see the
+        class doc); empty unless every image's proposals carry ``levels`` and two levels occur."""
+        if any(p["levels"] is None for p in predictions):
+            return {}
+        levels = [l for p in predictions for l in p["levels"]]
+        if len(set(levels)) < 2:
+            return {}
+        out = {}
+        for task, iou_type in (("segm_proposals", "segm"), ("box_proposals", "bbox")):
+            if task in tasks:
+                out[f"{task}_per_level"] = level_recall(self._coco_gt, coco_results, levels, img_ids,
+                                                        max(self._max_dets), iou_type, self._eval_category_ids)
+        logger.info("AR (%) of each feature level's proposals alone:\n" + format_ar_table(out))
+        return out
 
     def _describe_categories(self):
         if self._eval_category_ids is None:

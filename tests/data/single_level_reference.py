@@ -16,6 +16,7 @@ from instancefcn_d2.heads import InstanceBranch, ObjectnessBranch
 from instancefcn_d2.targets import WindowLabeler
 
 class Tiny(Backbone):
+    cell_offsets = {"conv5": 0.5}  # 8x8 average pooling tiles the input (read by the model since issue 23)
     def __init__(self):
         super().__init__(); self.conv = nn.Conv2d(3, 8, 3, padding=1)
     def forward(self, x): return {"conv5": F.relu(self.conv(F.avg_pool2d(x, 8)))}

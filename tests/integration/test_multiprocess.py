@@ -2,12 +2,14 @@
 
 ``launch_any_device(worker, 2)`` (what ``train_net.py --num-gpus 2`` does on a machine without
 2 GPUs) starts 2 processes with DistributedDataParallel via ``cpu_ddp_support``; each runs
-``train_net.setup`` + ``train_net.Trainer`` for both quick-start models (the paper's pyramid and
-VGG-16-FPN), one after the other in the same two processes. The worker also writes what
+``train_net.setup`` + ``train_net.Trainer`` for every quick-start model (the paper's pyramid,
+VGG-16-FPN and ResNet-50-FPN), one after the other in the same two processes. The worker also writes what
 ``train_net.py`` does not: rank 1's parameters, and the evaluation of the final model by one
 process over the whole test set. For each model:
 
-* after 3 DDP steps (one image per rank per step) the parameters are identical on both ranks;
+* 3 DDP steps (one image per rank per step) run: detectron2's DDP (``find_unused_parameters``
+  False) fails on the second step if some trainable parameter gets no gradient (an FPN level
+  built but not read), and after them the parameters are identical on both ranks;
 * the end-of-training evaluation (``SegmentProposalEvaluator`` under ``inference_on_dataset``,
   the test set sharded over the 2 ranks and gathered on rank 0) gives exactly the AR that one
   process computes alone over all images with the same model.
@@ -25,6 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIGS = {
     "vgg16_pyramid": os.path.join(REPO, "configs", "quickstart", "InstanceFCN-VGG16-synthetic.yaml"),
     "vgg16_fpn": os.path.join(REPO, "configs", "quickstart", "InstanceFCN-VGG16-FPN-synthetic.yaml"),
+    "r50_fpn": os.path.join(REPO, "configs", "quickstart", "InstanceFCN-R50-FPN-synthetic.yaml"),
 }
 HANG_GUARD_S = 300  # a hung collective ends the test run with tracebacks instead of hanging CI
 
@@ -122,7 +125,10 @@ def test_two_gloo_processes_train_in_lockstep_and_evaluate_like_one(launched, mo
     two, one = info[0]["ar_2proc"], info[0]["ar_1proc"]
     assert info[0]["num_images"] == 3
     # the trainer's results also carry the forward time per image ("inference"), which differs
-    assert set(two) == {"segm_proposals", "box_proposals", "inference"}
+    tasks = {"segm_proposals", "box_proposals", "inference"}
+    if model != "vgg16_pyramid":  # feature pyramids: the AR of each level's proposals too
+        tasks |= {"segm_proposals_per_level", "box_proposals_per_level"}
+    assert set(two) == tasks
     two.pop("inference")
     assert json.dumps(two, sort_keys=True) == json.dumps(one, sort_keys=True)  # NaN-safe equality
     assert two["box_proposals"]["AR@100"] > 0  # a non-trivial number to agree on

@@ -106,7 +106,7 @@ def test_results_file_is_the_whole_record_of_the_run(quickstart):
     m = record["machine"]
     assert m["logical_cores"] == os.cpu_count() and m["cpu_model"]
     assert len(m["load_average_at_start"]) == 3
-    assert isinstance(m["idle"], bool)  # the rule itself: test_benchmark_units.py, load_state
+    assert isinstance(m["idle"], bool)  # the rule: tests/unit/test_machine.py
     assert m["gemm_peak_gflops_per_s"] > 0
     assert m["torch_version"] and m["detectron2_version"]
     assert m["git_commit"] is None or len(m["git_commit"].split("-")[0]) == 40

@@ -185,8 +185,8 @@ def test_failed_overwrite_of_the_tagged_checkpoint(tmp_path, monkeypatch):
 
 
 def test_tag_is_atomic_and_stale_partial_files_are_removed(tmp_path, monkeypatch):
-    ck = AtomicDetectionCheckpointer(Tiny(), str(tmp_path))
-    ck.save("model_0000003")
+    ck = AtomicDetectionCheckpointer(Tiny(3.0), str(tmp_path))
+    ck.save("model_0000003", iteration=3)
     real_replace = os.replace
 
     def replace(src, dst):
@@ -195,12 +195,18 @@ def test_tag_is_atomic_and_stale_partial_files_are_removed(tmp_path, monkeypatch
         return real_replace(src, dst)
 
     monkeypatch.setattr(ckpt_mod.os, "replace", replace)
+    ck.model.w.data.fill_(7.0)
     with pytest.raises(OSError, match="killed"):
-        ck.save("model_0000007")
+        ck.save("model_0000007", iteration=7)
     monkeypatch.undo()
-    # the new checkpoint is complete, but last_checkpoint still names the previous one
+    # the new checkpoint is complete, but last_checkpoint still names the previous one, which
+    # --resume reads: iteration 3 and its weights
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000003.pth"
-    assert load(tmp_path / "model_0000007.pth") is not None
+    new = load(tmp_path / "model_0000007.pth")
+    assert new["iteration"] == 7 and torch.equal(new["model"]["w"], torch.full((64, 64), 7.0))
+    resumed = AtomicDetectionCheckpointer(Tiny(), str(tmp_path)).resume_or_load("", resume=True)
+    assert resumed["iteration"] == 3
+    assert torch.equal(load(tmp_path / "model_0000003.pth")["model"]["w"], torch.full((64, 64), 3.0))
 
     # a SIGKILL during torch.save leaves <name>.pth.tmp: ignored by the checkpoint listing,
     # deleted by the next checkpointer of that directory

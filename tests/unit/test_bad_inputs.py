@@ -414,6 +414,9 @@ def test_image_smaller_than_one_window(tmp_path, model):
     finally:
         model.test_scales = (64,)
     assert inst.image_size == (20, 20) and inst.pred_masks.shape[1:] == (20, 20)
+    assert len(inst) > 0  # windows larger than the image still give proposals, inside it
+    boxes = inst.pred_boxes.tensor
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 20).all() and (boxes[:, 2:] > boxes[:, :2]).all()
 
 
 def test_image_larger_than_4000px_keeps_pyramid_capped(tmp_path, model):
@@ -433,8 +436,10 @@ def test_image_larger_than_4000px_keeps_pyramid_capped(tmp_path, model):
         model.test_scales, model.test_max_size = (64,), 256
         hook.remove()
     assert seen and all(max(s) <= 512 for s in seen)  # the backbone never sees the 4200-px image
-    assert inst.image_size == (h, w) and len(inst) <= 20
+    assert inst.image_size == (h, w) and 0 < len(inst) <= 20
     assert inst.pred_masks.shape == (len(inst), h, w)
+    boxes = inst.pred_boxes.tensor
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
 
 
 # ----------------------------------------------------------------------------- NaN losses

@@ -93,7 +93,9 @@ def test_fpn_models_train_and_meet_the_inference_contract(project_cfg, name):
     model.eval()
     with torch.no_grad():
         inst = model([{"image": batch[0]["image"], "height": 120, "width": 120}])[0]["instances"]
-    check_contract(inst, 120, 120, 30)
+    check_contract(inst, 120, 120, 30, score=model.ranking["score"])
+    assert len(inst) == 30  # the cap (TEST.DETECTIONS_PER_IMAGE) is reached ...
+    assert len(set(inst.levels.tolist())) >= 2  # ... by more than one level
     assert set(inst.levels.tolist()) <= set(range(len(model.strides)))
 
 

@@ -56,4 +56,5 @@ def test_no_positive_is_zero_but_connected():
     loss = mask_loss(maps[:0, :0], maps[:0, :0], maps)
     assert loss.item() == 0.0
     loss.backward()
-    assert maps.grad is not None
+    # connected (DDP sees the branch used) and exactly zero: no positive, no mask gradient
+    assert maps.grad is not None and torch.equal(maps.grad, torch.zeros_like(maps))

@@ -34,6 +34,8 @@ STRIDE, M, K = 8, 7, 3  # tiny model: 7 x 7 windows of 8-px cells (56 px)
 class TinyBackbone(Backbone):
     """avg-pool to stride 8, then one 3x3 conv: "conv5", 8 channels, stride 8."""
 
+    cell_offsets = {"conv5": 0.5}  # 8x8 average pooling tiles the input: cell j covers [8j, 8j + 8)
+
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, kernel_size=3, padding=1)
@@ -115,7 +117,8 @@ def tight_box(mask: torch.Tensor):
     return [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
 
 
-def check_contract(inst: Instances, height: int, width: int, max_dets: int):
+def check_contract(inst: Instances, height: int, width: int, max_dets: int, score: str = "objectness"):
+    """``score``: the model's SCORE; with maskness the score is the objectness times a factor <= 1."""
     assert inst.image_size == (height, width)
     n = len(inst)
     assert n <= max_dets
@@ -123,7 +126,10 @@ def check_contract(inst: Instances, height: int, width: int, max_dets: int):
     s = inst.scores
     assert s.shape == (n,) and ((s >= 0) & (s <= 1)).all()
     assert (s[:-1] >= s[1:]).all()
-    torch.testing.assert_close(inst.objectness_logits.double().sigmoid(), s)
+    if score == "objectness":
+        torch.testing.assert_close(inst.objectness_logits.double().sigmoid(), s)
+    else:
+        assert (s <= inst.objectness_logits.double().sigmoid()).all() and (s > 0).all()
     assert inst.pred_boxes.tensor.shape == (n, 4)
     for i in range(n):
         assert inst.pred_masks[i].any(), "empty masks must be dropped"
@@ -472,11 +478,17 @@ def test_vgg_config_wiring(vgg_model):
 
 def test_vgg_inference_contract(vgg_model):
     model = vgg_model.eval()
-    img = rand_image(64, 80, 9)
-    out = model([{"image": img}, {"image": img, "height": 128, "width": 160}])
+    img = rand_image(192, 240, 9)
+    model.test_scales = (192,)  # 24 x 30 windows: more than 20 survive NMS, even untrained
+    try:
+        out = model([{"image": img}, {"image": img, "height": 96, "width": 120}])
+    finally:
+        model.test_scales = (64,)
     assert len(out) == 2
-    check_contract(out[0]["instances"], 64, 80, 20)
-    check_contract(out[1]["instances"], 128, 160, 20)
+    check_contract(out[0]["instances"], 192, 240, 20)
+    check_contract(out[1]["instances"], 96, 120, 20)
+    # the cap (TEST.DETECTIONS_PER_IMAGE 20) is reached: a contract on zero proposals proves nothing
+    assert len(out[0]["instances"]) == 20 and len(out[1]["instances"]) == 20
 
 
 def test_vgg_training_step(vgg_model):

@@ -228,7 +228,7 @@ def test_bad_category_ids_and_rule(dataset):
 # ----------------------------------------------------------------------------------------------
 # Training on a subset: the mapper drops (or ignores) the other categories, the labeler follows.
 # ----------------------------------------------------------------------------------------------
-STRIDE, M = 8, 12  # windows of 96 px; canonical object size 96 * 128/224 ~ 55 px
+STRIDE, M = 8, 13  # windows of 104 px; canonical object size 104 * 128/224 ~ 59 px
 SEEN_RECT, UNSEEN_RECT = (16, 16, 71, 71), (120, 100, 175, 155)  # 55 px squares, far apart
 
 

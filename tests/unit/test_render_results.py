@@ -67,6 +67,32 @@ def test_runs_without_ablation_or_variants_and_old_files_render_no_figures():
     assert R.quickstart_blocks(old) == {n: R.PENDING for n in R.QUICKSTART_BLOCKS}
 
 
+def test_ranking_table_hand_formatted():
+    rec = {"command": "python tools/ranking_experiment.py --weights w.pth", "config": "c.yaml",
+           "dataset": "synthetic_val", "images": 40, "windows_per_image": 884.4, "machine": MACHINE,
+           "select_s_per_image": 0.3512, "variants": [
+               {"name": "mask 0.5", "keys": {"NMS_TYPE": "mask", "SCORE": "objectness", "NMS_THRESH": 0.5},
+                "mask": {"AR@10": 50.06, "AR@100": 52.44, "AR@1000": 52.44},
+                "box": {"AR@10": 42.7, "AR@100": 50.8, "AR@1000": None},
+                "s_per_image": 0.40741, "render_s_per_image": 0.05, "nms_s_per_image": 0.01283}]}
+    lines = R.ranking_block(rec).splitlines()
+    assert lines[-1] == "No `box 0.8` row: no default chosen."
+    lines = lines[:-2]
+    assert lines[0].startswith("Machine: Test CPU 9000")
+    assert "`c.yaml` on `synthetic_val` (40 images, 884 windows per image)" in lines[2]
+    assert "selection (0.351)" in lines[2]
+    assert lines[-1] == ("| mask 0.5 | NMS_TYPE mask, SCORE objectness, NMS_THRESH 0.5 | 50.1 | 52.4 | 52.4 | 42.7 "
+                         "| 50.8 | – | 0.407 | 0.0128 |")
+    assert "tools/ranking_experiment.py" in R.ranking_block({"what": "an older format"})
+    base = {"name": "box 0.8", "mask": {"AR@10": 44.4, "AR@100": 57.2, "AR@1000": 57.4}}
+    rows = [base, {"name": "a", "mask": {"AR@10": 47.0, "AR@100": 57.5, "AR@1000": 57.44}},
+            {"name": "b", "mask": {"AR@10": 51.1, "AR@100": 56.0, "AR@1000": 60.6}},
+            {"name": "c", "mask": {"AR@10": 48.0, "AR@100": 57.3, "AR@1000": 57.4}}]
+    assert R.ranking_choice(rows) == ("Variants that raise mask AR@10 and AR@100 over `box 0.8` without "
+                                      "lowering AR@1000: `a`, `c`; the highest AR@10 among them: **`c`**.")
+    assert R.ranking_choice(rows[:1] + rows[2:3]).startswith("No variant raises")
+
+
 def test_generic_results_file_one_row_per_metrics_dict():
     rec = {"command": "python tools/x.py", "machine": MACHINE,
            "budget": {"iterations": 400},
@@ -147,3 +173,24 @@ def test_peers_sentence_reads_the_comparison():
     assert "| RPN alone | `c.yaml` | 0.01 | – | – | – | – | – | – | 20.0 | 45.0 | 60.0 | – | 50.0 | 70.0 | 80.0 | 0.10 |" \
         in blocks["peers"]
     assert "| Mask R-CNN (class-agnostic) | 0.01 | diverged | 0.5 |  |" in blocks["peers"]
+def test_coco_overfit_one_row_per_run_hand_formatted():
+    common = ["MODEL.DEVICE", "cpu", "SOLVER.BASE_LR", "0.00125", "SOLVER.MAX_ITER", "200"]
+    run = {"config": "configs/X-COCO.yaml", "seconds": 101.26, "git_commit": "a" * 40,
+           "pairing": {"mask_loss_normalization": "pixel", "clip_gradients": "norm 10.0"}, "mask_ar": {"AR@10": 1.25, "AR@100": 20.04, "AR@1000": None},
+           "losses": {"loss_objectness": {"start": 0.6931, "end": 0.2}, "loss_mask": {"start": 153.44, "end": 140.0}},
+           "learned": {"loss_objectness": True, "loss_mask": False}}
+    rec = {"command": "python tools/coco_overfit.py", "machine": MACHINE,
+           "settings": {"iterations": 200, "ims_per_batch": 1, "lr_rule": "linear", "shorter_side": 160,
+                        "max_size": 256, "learned_if_end_below_start_times": 0.75},
+           "runs": {"a": {**run, "overrides": common},
+                    "b": {**run, "overrides": common + ["MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "GN"],
+                          "git_commit": "b" * 40}}}
+    lines = R.coco_overfit_block(rec).splitlines()
+    assert lines[0].startswith("Machine: Test CPU 9000") and lines[2].startswith("`python tools/coco_overfit.py`: 200 ")
+    assert lines[-4:] == [
+        "| `a` | `configs/X-COCO.yaml` | pixel | norm 10.0 | 0.00125 | – | 0.693 → 0.2 | 153 → 140 | yes / NO "
+        "| 1.2 | 20.0 | – | 101.3 |",
+        "| `b` | `configs/X-COCO.yaml` | pixel | norm 10.0 | 0.00125 | MODEL.WEIGHTS '', MODEL.RESNETS.NORM GN "
+        "| 0.693 → 0.2 | 153 → 140 | yes / NO | 1.2 | 20.0 | – | 101.3 |",
+        "", f"`b` ran at commit {'b' * 40} (same machine, same settings)."]
+    assert "python tools/coco_overfit.py" in R.coco_overfit_block({"runs": {}})

@@ -140,7 +140,7 @@ def _run_tool(*argv):
 
 def test_plan_covers_small_objects(small_json):
     json_path, _ = small_json
-    plan = json.loads(_run_tool("--config-file", QUICKSTART, "--dataset", json_path, "--json"))
+    plan = json.loads(_run_tool("--config-file", QUICKSTART, "--dataset", json_path, "--json", "--objective", "coverage"))
     assert plan["coverage_before"]["train"] < 0.5
     assert plan["coverage_after"]["train"] >= 0.95 and plan["coverage_after"]["test"] >= 0.95
     ov = plan["overrides"]
@@ -163,7 +163,7 @@ def test_plan_covers_small_objects(small_json):
 def test_planned_yaml_merges_and_trains_one_step(small_json, tmp_path):
     json_path, image_root = small_json
     out = tmp_path / "cfg" / "planned.yaml"
-    _run_tool("--config-file", QUICKSTART, "--dataset", json_path, "--output", str(out))
+    _run_tool("--config-file", QUICKSTART, "--dataset", json_path, "--output", str(out), "--objective", "coverage")
     cfg = get_cfg()
     add_instancefcn_config(cfg)
     merge_config(cfg, str(out))  # _BASE_ resolves relative to the file

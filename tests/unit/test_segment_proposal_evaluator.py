@@ -381,6 +381,34 @@ def test_perturbed_proposals_match_direct_pycocotools(dataset):
     assert res["segm_proposals"] != res["box_proposals"]
 
 
+def test_recall_per_level_is_each_levels_proposals_scored_alone(json_dataset):
+    # Perturbed proposals split over two feature levels (every third on level 1): each level's
+    # AR@1000 equals plain pycocotools on that level's proposals alone (all images scored).
+    name, json_file = json_dataset
+    coco = COCO(json_file)
+    props = perturbed_proposals(coco)
+    levels = {i: np.arange(len(p[2])) % 3 == 0 for i, p in props.items()}
+    ev = SegmentProposalEvaluator(name, distributed=False)
+    inputs, outputs = to_io(coco, props)
+    for inp, out in zip(inputs, outputs):
+        out["instances"].levels = torch.as_tensor(levels[inp["image_id"]].astype(np.int64))
+    ev.process(inputs, outputs)
+    res = ev.evaluate()
+    for task, iou_type in (("segm_proposals", "segm"), ("box_proposals", "bbox")):
+        assert list(res[f"{task}_per_level"]) == ["AR@1000_level0", "AR@1000_level1"]
+        for level in (0, 1):
+            mine = {i: tuple(x[levels[i] == bool(level)] for x in p) for i, p in props.items()}
+            expected = direct_stats(json_file, mine, iou_type, [10, 100, 1000])[2]
+            assert res[f"{task}_per_level"][f"AR@1000_level{level}"] == pytest.approx(expected, abs=1e-9)
+        assert 0 < res[f"{task}_per_level"]["AR@1000_level1"] < res[task]["AR@1000"]
+    # One level only (the single-level model): no per-level entries.
+    for out in outputs:
+        out["instances"].levels = torch.zeros(len(out["instances"]), dtype=torch.long)
+    ev.reset()
+    ev.process(inputs, outputs)
+    assert list(ev.evaluate()) == ["segm_proposals", "box_proposals"]
+
+
 def test_area_split_and_any_max_dets(json_dataset):
     """Recall is read per maxDet from eval["recall"], so any list works, not just 3 entries."""
     name, json_file = json_dataset
