@@ -1,8 +1,8 @@
 """Where a figure was measured: CPU, threads, a torch.mm GEMM peak, the load average at start,
 torch/detectron2 versions and the git commit. Shared by tools/quickstart.py and tools/benchmark/.
 
-A run is called ``"idle": true`` only when the 1-minute load average at its start, per logical
-core, is at most ``IDLE_LOAD_PER_CORE``; otherwise the description says ``false`` and a warning
+A run is called ``"idle": true`` only when the 1-minute and the 5-minute load averages at its
+start, per logical core, are at most ``IDLE_LOAD_PER_CORE``; otherwise the description says ``false`` and a warning
 is logged, because other work on the cores slows every stage and makes timings incomparable.
 """
 import contextlib
@@ -44,19 +44,21 @@ def git_commit(repo=REPO):
 
 def load_state(loadavg=None, cores=None):
     """``{"load_average_at_start": [1, 5, 15 min], "load_per_core": x, "idle": bool}``; logs a
-    warning when the machine is not idle (1-minute load per core above IDLE_LOAD_PER_CORE)."""
+    warning when the machine is not idle (1- or 5-minute load per core above IDLE_LOAD_PER_CORE)."""
     loadavg = list(os.getloadavg() if loadavg is None else loadavg)
     cores = cores or os.cpu_count() or 1
-    per_core = loadavg[0] / cores
-    idle = per_core <= IDLE_LOAD_PER_CORE
+    per_core, per_core_5min = loadavg[0] / cores, loadavg[1] / cores
+    # The 5-minute figure too: a job that ended a few seconds ago leaves the 1-minute load low
+    # while the caches, clocks and memory it churned have not settled.
+    idle = per_core <= IDLE_LOAD_PER_CORE and per_core_5min <= IDLE_LOAD_PER_CORE
     if not idle:
         logger.warning(
-            f"load average {loadavg[0]:.2f} on {cores} cores at the start ({per_core:.2f} per core "
-            f"> {IDLE_LOAD_PER_CORE}): other work shares the CPU, timings are not idle-machine "
-            "figures (recorded as \"idle\": false)."
+            f"load average {loadavg[0]:.2f} (1 min) / {loadavg[1]:.2f} (5 min) on {cores} cores at the start "
+            f"({per_core:.2f} / {per_core_5min:.2f} per core, limit {IDLE_LOAD_PER_CORE}): other work shares "
+            "the CPU, timings are not idle-machine figures (recorded as \"idle\": false)."
         )
-    return {"load_average_at_start": [round(x, 2) for x in loadavg],
-            "load_per_core": round(per_core, 3), "idle": idle}
+    return {"load_average_at_start": [round(x, 2) for x in loadavg], "load_per_core": round(per_core, 3),
+            "load_per_core_5min": round(per_core_5min, 3), "idle": idle}
 
 
 def gemm_peak(device="cpu", amp=None, sizes=(1024, 2048, 4096), repeats=5, threads=None):

@@ -65,7 +65,8 @@ def instances_to_coco_results(instances, image_id, mask_threshold=0.5):
             formats (``pred_masks`` (N, H, W) bool, ``pred_masks_rle``, or ROI ``pred_masks``
             (N, 1, m, m) + ``pred_mask_boxes``; see ``instancefcn_d2.mask_rendering``),
             ``scores`` (N,) and, optionally, ``pred_boxes`` (Boxes, XYXY_ABS, N x 4).
-            Without ``pred_boxes`` the masks' tight boxes are used.
+            Without ``pred_boxes`` the masks' tight boxes are used; without masks (box
+            proposals) the dicts have no "segmentation".
         image_id (int): the dataset's ``image_id`` of this image.
         mask_threshold (float): binarises ROI probabilities (the model's ``MASK_THRESHOLD``).
 
@@ -77,22 +78,22 @@ def instances_to_coco_results(instances, image_id, mask_threshold=0.5):
     if num == 0:
         return []
     scores = to_numpy(instances.scores, np.float64).reshape(-1).tolist()
-    rles = proposal_rles(instances, mask_threshold)
+    has_masks = instances.has("pred_masks") or instances.has("pred_masks_rle")
+    if not has_masks and not instances.has("pred_boxes"):
+        raise ValueError("instances carry neither masks (pred_masks, pred_masks_rle) nor pred_boxes")
+    rles = proposal_rles(instances, mask_threshold) if has_masks else None
     if instances.has("pred_boxes"):
         boxes = _xyxy_to_xywh(to_numpy(instances.pred_boxes.tensor, np.float64)).tolist()
     else:
         boxes = mask_util.toBbox(rles).tolist()
     image_id = _image_id(image_id)
-    return [
-        {
-            "image_id": image_id,
-            "category_id": PROPOSAL_CATEGORY_ID,
-            "segmentation": rle,
-            "score": score,
-            "bbox": box,
-        }
-        for rle, score, box in zip(rles, scores, boxes)
+    results = [
+        {"image_id": image_id, "category_id": PROPOSAL_CATEGORY_ID, "score": score, "bbox": box}
+        for score, box in zip(scores, boxes)
     ]
+    for r, rle in zip(results, rles or ()):  # box proposals (no masks) have no "segmentation"
+        r["segmentation"] = rle
+    return results
 
 
 def instances_to_proposal_record(instances, image_id):

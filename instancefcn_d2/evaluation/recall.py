@@ -82,15 +82,17 @@ def run_proposal_cocoeval(coco_gt, coco_results, iou_type, img_ids, max_dets, ev
 def score_proposals(coco_gt, coco_results, img_ids, max_dets, eval_category_ids=None, budget_rule="oln"):
     """``{"segm_proposals": AR dict, "box_proposals": AR dict}`` (percent) of COCO results.
 
-    Mask AR is skipped when some ground truth of ``img_ids`` has no mask. ``eval_category_ids``
+    Mask AR is skipped when some ground truth of ``img_ids`` has no mask or some result has no
+    "segmentation" (box proposals). ``eval_category_ids``
     and ``budget_rule`` are as for :class:`SegmentProposalEvaluator`.
     """
     if budget_rule not in BUDGET_RULES:
         raise ValueError(f"budget_rule must be one of {BUDGET_RULES}, got {budget_rule!r}")
     results = OrderedDict()
     for key, iou_type in _TASKS:
-        if iou_type == "segm" and not _all_have_segmentation(coco_gt, img_ids):
-            continue
+        if iou_type == "segm" and (not _all_have_segmentation(coco_gt, img_ids)
+                                   or any("segmentation" not in r for r in coco_results)):
+            continue  # ground truth without masks, or box proposals (RPN alone): box AR only
         scored = coco_results
         if eval_category_ids and budget_rule == "exclude_seen":
             scored = drop_proposals_on_ignored(coco_gt, coco_results, eval_category_ids, iou_type)

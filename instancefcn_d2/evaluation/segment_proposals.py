@@ -59,7 +59,9 @@ class SegmentProposalEvaluator(DatasetEvaluator):
     ``pred_masks_rle``, or ROI ``pred_masks`` (N, 1, m, m) + ``pred_mask_boxes``), ``pred_boxes``
     (N x 4 XYXY_ABS), ``scores`` (N,) and ``objectness_logits`` (N,). Each image's masks become
     RLEs as they arrive (ROI masks are pasted then, on their device), so the AR is the same
-    whatever the format.
+    whatever the format. Mask-less outputs are scored as boxes only (no ``segm_proposals``):
+    ``instances`` without masks (detectron2's Fast/Faster R-CNN), or ``outputs[i]["proposals"]``
+    (``proposal_boxes``, ``objectness_logits``: detectron2's ``ProposalNetwork``, RPN alone).
 
     ``evaluate()`` returns, in percent::
 
@@ -122,7 +124,8 @@ so a level that contributes nothing shows up.
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
             image_id = inp["image_id"]
-            instances = out["instances"]  # any device: the converters copy only what they keep
+            # any device: the converters copy only what they keep
+            instances = out["instances"] if "instances" in out else _proposals_as_instances(out["proposals"])
             _, boxes, logits = instances_to_proposal_record(instances, image_id)
             self._predictions.append(
                 {
@@ -230,6 +233,17 @@ so a level that contributes nothing shows up.
             ((p["image_id"], p["boxes"], p["objectness_logits"]) for p in predictions), pkl_path
         )
         logger.info(f"Saved segment proposals to {json_path} and box proposals to {pkl_path}")
+
+
+def _proposals_as_instances(proposals):
+    """A ``ProposalNetwork`` output (``proposal_boxes``, ``objectness_logits``, original image
+    frame) as box-only ``Instances``: ``pred_boxes``, ``scores`` = sigmoid(logits), which orders
+    them as the logits do, and ``objectness_logits``."""
+    from detectron2.structures import Instances
+
+    logits = proposals.objectness_logits
+    return Instances(proposals.image_size, pred_boxes=proposals.proposal_boxes,
+                     scores=logits.sigmoid(), objectness_logits=logits)
 
 
 def load_coco_gt(dataset_name):

@@ -142,6 +142,37 @@ def test_readme_figures_are_what_the_committed_results_render():
     assert R.fill(text, R.render_blocks(os.path.join(REPO, "results")), every_block=False) == text
 
 
+def _float(v):
+    return None if v is None else float(v)
+
+
+def test_peers_sentence_reads_the_comparison():
+    """Who is higher at each AR and size, and the speeds, read from the record (hand-made)."""
+    def side(mask, box, train_s, infer_s, lr):
+        keys = ["AR@10", "AR@100", "AR@1000", "ARs@1000", "ARm@1000", "ARl@1000"]
+        return {"config": "c.yaml", "note": "", "lr": lr, "lr_chosen_by_sweep": True,
+                "sweep": [{"lr": lr, "AR@100": 1.0, "train_s": 1.0, "diverged": False},
+                          {"lr": lr * 2, "AR@100": None, "train_s": 0.5, "diverged": True}],
+                "mask": dict(zip(keys, map(_float, mask))) if mask else None, "box": dict(zip(keys, map(_float, box))),
+                "train_s": train_s, "infer_s_per_image": infer_s}
+
+    rec = {"command": "python tools/peer_comparison.py", "machine": MACHINE, "metric": "AR",
+           "budget": {"iters": 600, "ims_per_batch": 1, "images_seen": 600},
+           "sweep": {"iters": 80, "images_seen": 80, "rule": "best AR@100"},
+           "runs": [{"train": "t", "test": "v", "sides": {
+               "instancefcn": side([40, 50, 60, None, 55, 70], [30, 40, 50, None, 45, 60], 100.0, 0.3, 0.015),
+               "mask_rcnn": side([45, 50, 55, None, 60, 65], [35, 45, 55, None, 50, 65], 120.0, 0.9, 0.005),
+               "rpn": side(None, [20, 45, 60, None, 50, 70], 80.0, 0.1, 0.01)}}]}
+    blocks = R.peers_blocks(rec)
+    text = blocks["peers_summary"]
+    assert ("against Mask R-CNN (class-agnostic), InstanceFCN's mask AR is AR@10 lower (40.0 vs 45.0), "
+            "AR@100 equal (50.0 vs 50.0), AR@1000 higher (60.0 vs 55.0), medium lower (55.0 vs 60.0), "
+            "large higher (70.0 vs 65.0)") in text  # small: no ground truth, left out
+    assert "it trained in 100.0 s vs 120.0 s and infers in 0.30 s vs 0.90 s per image" in text
+    assert "against RPN alone, InstanceFCN's box AR is AR@10 higher (30.0 vs 20.0)" in text
+    assert "| RPN alone | `c.yaml` | 0.01 | – | – | – | – | – | – | 20.0 | 45.0 | 60.0 | – | 50.0 | 70.0 | 80.0 | 0.10 |" \
+        in blocks["peers"]
+    assert "| Mask R-CNN (class-agnostic) | 0.01 | diverged | 0.5 |  |" in blocks["peers"]
 def test_coco_overfit_one_row_per_run_hand_formatted():
     common = ["MODEL.DEVICE", "cpu", "SOLVER.BASE_LR", "0.00125", "SOLVER.MAX_ITER", "200"]
     run = {"config": "configs/X-COCO.yaml", "seconds": 101.26, "git_commit": "a" * 40,

@@ -637,3 +637,24 @@ def test_gather_across_two_real_processes(json_dataset, tmp_path, spawn):
     out_file = tmp_path / "rank0.json"
     spawn(_two_rank_worker, (json_file, str(tmp_path / "pg"), str(out_file)), nprocs=2)
     assert json.load(open(out_file)) == json.loads(json.dumps(expected))
+
+
+def test_rpn_proposals_are_scored_as_boxes(dataset):
+    """detectron2's ProposalNetwork output (``{"proposals": Instances(proposal_boxes,
+    objectness_logits)}``, no masks) gives box AR only, equal to plain pycocotools on the boxes
+    ranked by objectness."""
+    name, json_file = dataset
+    coco = COCO(json_file)
+    props = perturbed_proposals(coco)
+    inputs, outputs = to_io(coco, props)
+    rpn_outputs = [{"proposals": Instances(o["instances"].image_size,
+                                           proposal_boxes=o["instances"].pred_boxes,
+                                           objectness_logits=o["instances"].objectness_logits)}
+                   for o in outputs]
+    ev = SegmentProposalEvaluator(name, distributed=False)
+    ev.reset()
+    ev.process(inputs, rpn_outputs)
+    res = ev.evaluate()
+    assert list(res) == ["box_proposals"]
+    _assert_close([res["box_proposals"][m] for m in METRICS],
+                  direct_stats(json_file, props, "bbox", [10, 100, 1000]))

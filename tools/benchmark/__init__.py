@@ -10,7 +10,8 @@ R50-FPN on the same machine in the same run.
 
 Modules: ``cli`` (command line, plan of measurements, runner: one fresh process per
 measurement; ``--quick`` runs all but the memory rows in its own process), ``workers`` (what
-runs in that process), ``stages`` (stage times from the
+runs in that process: one function per kind of row, Mask R-CNN's in ``workers_mask_rcnn``),
+``measures`` (what the workers share: config, weights, image, median, peak memory), ``stages`` (stage times from the
 ``torch.profiler.record_function`` labels the model carries), ``calibration`` (machine, GEMM
 peak, available memory), ``summary`` (headline keys and targets), ``report`` (BENCHMARKS.md
 from the JSON through ``template.md``).

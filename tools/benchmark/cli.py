@@ -9,7 +9,7 @@ import time
 
 from tools.benchmark import MODELS, REPO, SCHEMA, __doc__ as PACKAGE_DOC
 from tools.benchmark import calibration, report
-from tools.benchmark.summary import BITMASK_ROW, ok, summarise
+from tools.benchmark.summary import BITMASK_ROW, PAIRS, ok, pair_detections, pair_rows, summarise
 
 MASK_FORMAT_KEY = "MASK_FORMAT"
 QUICK_SCALES = {"vgg16_pyramid": dict(test_scales=[64, 96, 128], test_max_size=256),
@@ -25,6 +25,9 @@ def build_parser():
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per row (default 5; --quick 1)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs before each row (default 1)")
     ap.add_argument("--train-iters", type=int, default=None, help="timed training iterations (default 3; --quick 1)")
+    ap.add_argument("--pairs", type=int, default=None,
+                    help="repetitions of the interleaved (InstanceFCN row, Mask R-CNN row) pairs whose ratios "
+                         "are reported as median and spread (default 3; --quick 1)")
     ap.add_argument("--quick", "--smoke", action="store_true",
                     help="every kind of measurement on tiny images, in this process except the memory rows: "
                          "a smoke run, not figures")
@@ -75,13 +78,22 @@ def plan(args, device, has_mask_format):
         if not args.skip_train:
             jobs.append((name, dict(common, kind="train", config=config, size=list(size), iters=args.train_iters)))
 
+    def pairs(size, **mask_rcnn_kw):
+        # Each repetition runs every pair back to back (model row, then its Mask R-CNN row), so
+        # that drift in the machine's speed hits both sides of a ratio alike.
+        for r in range(args.pairs):
+            for model, dets in dict.fromkeys(PAIRS.values()):
+                ours, theirs = pair_rows(model, dets, args.quick, r)
+                flops = r == 0 and dets == max(d for _, d in PAIRS.values())  # once per model
+                dets = pair_detections(dets, args.quick)
+                infer(ours, model, size, dets, flops=flops)
+                mask_rcnn(theirs, size, detections=dets, score_thresh=0.0, **mask_rcnn_kw)
+
     if args.quick:
         infer("ifcn_128x160_1000", "vgg16_pyramid", (128, 160), 1000, flops=True)
-        for model in ("vgg16_fpn", "r50_fpn"):
-            infer(f"ifcn_{model}_128x160_1000", model, (128, 160), 1000, flops=True)
+        pairs((128, 160), min_size_test=128, max_size_test=256)
         memory("rle", (256, 320), 100)
         memory("bitmask", (256, 320), 100)
-        mask_rcnn("mask_rcnn_128x160", (128, 160), min_size_test=128, max_size_test=256)
         jobs.append(("nms_128x160_300", dict(common, kind="nms", model="vgg16_pyramid", size=[128, 160],
                                              detections=300, **QUICK_SCALES["vgg16_pyramid"])))
         train("train_quickstart_160x160", "quickstart", (160, 160))
@@ -91,15 +103,14 @@ def plan(args, device, has_mask_format):
     infer("ifcn_240x320_1000", "vgg16_pyramid", (240, 320), 1000)
     infer("ifcn_480x640_100", "vgg16_pyramid", (480, 640), 100)
     infer("ifcn_480x640_5000", "vgg16_pyramid", (480, 640), 5000)
+    # NMS off (NMS_THRESH 1.0): every requested proposal reaches pasting; no config runs this.
+    infer("ifcn_480x640_5000_nms_off", "vgg16_pyramid", (480, 640), 5000, nms_thresh=1.0)
     jobs.append(("nms_480x640_5000", dict(common, kind="nms", model="vgg16_pyramid", size=[480, 640], detections=5000)))
-    for model in ("vgg16_fpn", "r50_fpn"):
-        infer(f"ifcn_{model}_800x1200_1000", model, (800, 1200), 1000, flops=True)
+    # SCORE_THRESH_TEST 0 in every Mask R-CNN row: it keeps all the detections asked for (100 or
+    # 1000: mask head and pasting of each), as a trained model used for proposals does.
+    pairs((800, 1200))
     memory("rle", (4000, 3000), 1000)
     memory("bitmask", (4000, 3000), 1000)
-    mask_rcnn("mask_rcnn_480x640", (480, 640))
-    mask_rcnn("mask_rcnn_800x1200", (800, 1200))
-    # SCORE_THRESH_TEST 0: the maximum of 100 detections (mask head + pasting), a trained model's load.
-    mask_rcnn("mask_rcnn_800x1200_100dets", (800, 1200), score_thresh=0.0)
     train("train_quickstart_160x160", "quickstart", (160, 160))
     train("train_quickstart_fpn_160x160", "quickstart_fpn", (160, 160))
     train("train_paper_600x800", "vgg16_pyramid", (600, 800))
@@ -164,8 +175,9 @@ def main(argv=None):
         raise SystemExit("--write-repo-results with --quick: a smoke run's numbers are not figures")
     args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 5)
     args.train_iters = args.train_iters if args.train_iters is not None else (1 if args.quick else 3)
-    if args.repeats < 1 or args.warmup < 0 or args.train_iters < 1:
-        raise SystemExit("--repeats and --train-iters must be >= 1, --warmup >= 0")
+    args.pairs = args.pairs if args.pairs is not None else (1 if args.quick else 3)
+    if args.repeats < 1 or args.warmup < 0 or args.train_iters < 1 or args.pairs < 1:
+        raise SystemExit("--repeats, --train-iters and --pairs must be >= 1, --warmup >= 0")
 
     def log(msg):
         print(f"[benchmark] {msg}", file=sys.stderr, flush=True)
@@ -178,7 +190,7 @@ def main(argv=None):
     gemm = calibration.peak_gemm(device, args.amp, args.quick, args.threads)
     log(f"GEMM peak {gemm['flops_per_s'] / 1e9:.1f} GFLOP/s ({gemm['n']}x{gemm['n']} {gemm['dtype']})")
 
-    from tools.benchmark.workers import build_cfg
+    from tools.benchmark.measures import build_cfg
 
     has_mask_format = MASK_FORMAT_KEY in build_cfg(MODELS["vgg16_pyramid"], "cpu").MODEL.INSTANCEFCN
     jobs = plan(args, device, has_mask_format)
@@ -196,10 +208,13 @@ def main(argv=None):
         targets.append((os.path.join(REPO, "results", "benchmark.json"), os.path.join(REPO, "BENCHMARKS.md")))
     command = "python -m tools.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
 
+    gemm_after = {}
+
     def write(results, done):
         # Rewritten after every row, so that an interrupted run still leaves its numbers.
         data = {"schema": SCHEMA, "command": command.strip(), "device": device, "amp": args.amp,
-                "quick": args.quick, "repeats": args.repeats, "warmup": args.warmup,
+                "quick": args.quick, "repeats": args.repeats, "warmup": args.warmup, "warmup_scope": "whole model",
+                "pairs": args.pairs, "gemm_peak_after": gemm_after or None,
                 "train_iters": args.train_iters, "threads": args.threads, "weights": args.weights,
                 "machine": dict(machine, load_average_at_end=[round(x, 2) for x in os.getloadavg()]),
                 "gemm_peak": gemm, **summarise(results, args.quick, gemm["flops_per_s"]),
@@ -235,6 +250,9 @@ def main(argv=None):
                             f"{next(r[k] for k in ('total_s', 'iter_s', 'per_level_first_s') if k in r):.3f}s "
                             f"(job {r['job_wall_s']:.1f}s)"))
         write(results, done=False)
+    # The GEMM peak again: a machine that slowed down (or sped up) during the run shows here.
+    gemm_after.update(calibration.peak_gemm(device, args.amp, args.quick, args.threads))
+    log(f"GEMM peak after the rows {gemm_after['flops_per_s'] / 1e9:.1f} GFLOP/s")
     write(results, done=True)
     log(f"done in {time.perf_counter() - t_start:.1f}s; wrote " + ", ".join(p for pair in targets for p in pair))
     return 0 if all(ok(r) or "skipped" in r for r in results.values()) else 1

@@ -62,13 +62,32 @@ def machine(data):
             ("idle at start", idle),
             (f"GEMM peak (`torch.mm` {g['dtype']}, best of sizes {', '.join(str(r['n']) for r in g.get('sizes', []))})",
              f"{g['flops_per_s'] / 1e9:.1f} GFLOP/s at {g['n']}x{g['n']}")]
+    after = data.get("gemm_peak_after")
+    rows.append(("GEMM peak after the rows", f"{after['flops_per_s'] / 1e9:.1f} GFLOP/s at {after['n']}x{after['n']}"
+                 if after else "not measured in this run"))
     return table(("", ""), rows)
 
 
 def targets(data):
-    return table(("target", "value", "met"),
-                 [(t["target"], f_(t["value"]), "yes" if t["met"] else "**no**") for t in data["targets"]],
+    return table(("target", "value (median [min, max] over repetitions)", "met (by every repetition)"),
+                 [(t["target"], f_(t["value"]) + (f" [{f_(t['spread'][0])}, {f_(t['spread'][1])}] ({t['runs']} runs)"
+                                                  if t.get("spread") else " (one row)"),
+                   "yes" if t["met"] else "**no**") for t in data["targets"]],
                  empty="_No target could be evaluated from this run's rows._")
+
+
+def pairs(data):
+    """Each interleaved ratio: per repetition, median and spread."""
+    from tools.benchmark.summary import PAIRS, pair_detections
+
+    rows = []
+    for key, (model, dets) in PAIRS.items():
+        sp = data.get("spreads", {}).get(key)
+        if sp:
+            rows.append((f"`{key}`", model, pair_detections(dets, data["quick"]), ", ".join(f"{v:.3f}" for v in sp["runs"]), f"{sp['median']:.3f}",
+                         f"[{sp['min']:.3f}, {sp['max']:.3f}]"))
+    return table(("ratio", "InstanceFCN model", "proposals = Mask R-CNN detections", "per repetition", "median",
+                  "spread"), rows, empty="_No interleaved pairs in this run (older format: one row per side)._")
 
 
 def headlines(data):
@@ -90,11 +109,12 @@ def stages(data):
     rows = []
     for name, r in _rows(data, "ifcn_"):
         st, tot = r["stages_s"], r["profiled_total_s"]
-        rows.append([r["model"], _size(r), f"{r['detections_per_image']} / {r['proposals_out']}", s_(r["total_s"])]
+        rows.append([f"`{name}`", _size(r), r.get("nms_thresh", NONE), f"{r['detections_per_image']} / {r['proposals_out']}",
+                     s_(r["total_s"])]
                     + [f"{s_(st.get(k))} ({st.get(k, 0) / tot:.0%})" for k, _ in STAGES]
                     + [f"{r['post_backbone_fraction']:.1%}", f"{r['peak_rss_gb']:.2f} GB"]
                     + ([f"{r.get('peak_cuda_gb', float('nan')):.2f} GB"] if data["device"] == "cuda" else []))
-    header = ["model", "image", "proposals req / out", "total"] + [t for _, t in STAGES] + ["after backbone", "peak RSS"]
+    header = ["row", "image", "NMS_THRESH", "proposals req / out", "total"] + [t for _, t in STAGES] + ["after backbone", "peak RSS"]
     return table(header + (["peak CUDA"] if data["device"] == "cuda" else []), rows)
 
 
@@ -109,14 +129,9 @@ def work(data):
 
 def by_model(data):
     src = data["headline_rows"]["vs_mask_rcnn_r50_fpn_by_model"]
-    rows = []
-    for model, ratio in data["vs_mask_rcnn_r50_fpn_by_model"].items():
-        ours = data["results"].get(src[model].split(" / ")[0], {})
-        rows.append((model, f"`{ours.get('config', NONE)}`", ours.get("weights", NONE),
-                     s_(ours.get("total_s")) if _ok(ours) else NONE, f_(ratio, "{:.2f}")))
-    mr = data["results"].get(src["r50_fpn"].split(" / ")[1], {})
-    note = (f"\n\nMask R-CNN R50-FPN: {s_(mr.get('total_s'))} per image in the same run." if _ok(mr) else "")
-    return table(("model", "config", "weights", "time per image", "/ Mask R-CNN R50-FPN"), rows) + note
+    rows = [(model, f_(ratio, "{:.2f}"), src.get(model, NONE) if isinstance(src, dict) else NONE)
+            for model, ratio in data["vs_mask_rcnn_r50_fpn_by_model"].items()]
+    return table(("model", "time / Mask R-CNN R50-FPN", "from"), rows)
 
 
 def memory(data):
@@ -155,9 +170,27 @@ def nms(data):
 
 
 def mask_rcnn(data):
-    rows = [(_size(r), f"{r['resized_to'][0]}x{r['resized_to'][1]}", r["score_thresh_test"], r.get("rpn_proposals_out"),
-             r["detections_out"], s_(r["total_s"]), f"{r['peak_rss_gb']:.2f} GB") for _, r in _rows(data, "mask_rcnn")]
-    return table(("image", "resized to", "SCORE_THRESH_TEST", "RPN proposals", "detections", "time", "peak RSS"), rows)
+    rows = [(f"`{name}`", _size(r), f"{r['resized_to'][0]}x{r['resized_to'][1]}", r["score_thresh_test"],
+             r.get("rpn_proposals_out"), f"{r.get('detections_per_image', NONE)} / {r['detections_out']}",
+             s_(r["total_s"]), f"{r['peak_rss_gb']:.2f} GB") for name, r in _rows(data, "mask_rcnn")]
+    return table(("row", "image", "resized to", "SCORE_THRESH_TEST", "RPN proposals", "detections req / out", "time",
+                  "peak RSS"), rows)
+
+
+def nms_scope(data):
+    if data.get("warmup_scope") == "whole model":  # this format runs the configs' own NMS
+        return ("Each row at the `NMS_THRESH` of its column: the config's own, except a row named `_nms_off` "
+                "(1.0: NMS keeps everything and the requested number of proposals reaches pasting; no config "
+                "runs it)")
+    return ("Every row at `NMS_THRESH` 1.0 (this run predates the rows at the configs' own threshold): NMS "
+            "keeps everything and the requested number of proposals reaches pasting, which no config does")
+
+
+def warmup_scope(data):
+    if data.get("warmup_scope") == "whole model":
+        return "whole-model warm-up run(s) per row, InstanceFCN's and Mask R-CNN's alike"
+    return ("warm-up run(s) per row (this run predates the common warm-up: InstanceFCN rows warmed window "
+            "selection only, Mask R-CNN rows the whole model)")
 
 
 def training(data):
@@ -196,7 +229,7 @@ def render(data, json_name="results/benchmark.json"):
             title_suffix=" (quick smoke run)" if data["quick"] else "", json_name=json_name,
             command=data["command"], status=status, repeats=data["repeats"], warmup=data["warmup"],
             train_iters=data["train_iters"], processes=processes(data), machine=machine(data), targets=targets(data),
-            headlines=headlines(data), stages=stages(data), work=work(data), by_model=by_model(data),
+            headlines=headlines(data), pairs=pairs(data), warmup_scope=warmup_scope(data), nms_scope=nms_scope(data), stages=stages(data), work=work(data), by_model=by_model(data),
             memory=memory(data), nms=nms(data), flops=flops(data), mask_rcnn=mask_rcnn(data), training=training(data),
             gpu=gpu(data), not_run=not_run(data))
     return text.rstrip() + "\n"

@@ -2,7 +2,8 @@
 
 A fresh process per measurement makes its peak memory (CPU: ``ru_maxrss``; CUDA:
 ``torch.cuda.max_memory_allocated``) its own. Kinds: ``infer_ifcn``, ``infer_mask_rcnn``
-(workers_mask_rcnn.py), ``train``. The model is used through its public interface only:
+(workers_mask_rcnn.py), ``train``, ``nms``; what they share (config, weights, images, peak
+memory) is in measures.py. The model is used through its public interface only:
 ``model(inputs)``, ``select_windows``, ``pyramid_sizes``, ``strides``, ``backbone`` and the two
 branches; stage times come from its profiler labels (stages.py).
 """
@@ -10,67 +11,15 @@ import contextlib
 import json
 import logging
 import math
-import os
-import resource
-import statistics
 import sys
 import warnings
 
-from tools.benchmark import MODELS, QUICKSTART_CONFIGS, REPO
+from tools.benchmark import MODELS, QUICKSTART_CONFIGS
+from tools.benchmark.measures import build_cfg, gpu_peak, load_weights, median, peak_rss_gib, rand_image
 from tools.benchmark.stages import autocast, profiled_call, timed_call
+from tools.benchmark.workers_mask_rcnn import infer_mask_rcnn
 
 __all__ = ["build_cfg", "infer_ifcn", "train", "run", "WORKERS"]
-
-
-def median(xs):
-    return float(statistics.median(xs)) if xs else float("nan")
-
-
-def peak_rss_gib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1024 ** 3  # Linux: KiB
-
-
-def rand_image(h, w, seed=0):
-    """``(3, h, w)`` uint8 noise, seeded."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
-
-
-def build_cfg(config, device, opts=()):
-    """Project config from a repository-relative YAML plus ``KEY VALUE`` overrides."""
-    import instancefcn_d2  # noqa: F401  (registrations and detectron2 shims first)
-    from detectron2.config import get_cfg
-
-    from instancefcn_d2 import add_instancefcn_config
-    from instancefcn_d2.engine import merge_config
-
-    cfg = get_cfg()
-    add_instancefcn_config(cfg)
-    return merge_config(cfg, os.path.join(REPO, config), list(opts) + ["MODEL.DEVICE", device])
-
-
-def load_weights(model, cfg, mode):
-    """``mode`` "auto": the config's MODEL.WEIGHTS when it is a file here (ImageNet backbones;
-    the heads keep their random init), else random init; "none": random init. Weights do not
-    change the computation, only the masks and so how much there is to paste."""
-    path = cfg.MODEL.WEIGHTS
-    if mode == "none" or not path:
-        return "random init"
-    local = path if os.path.isabs(path) else os.path.join(REPO, path)
-    if "://" in path or not os.path.isfile(local):
-        return f"random init ({path} not available here)"
-    from detectron2.checkpoint import DetectionCheckpointer
-
-    DetectionCheckpointer(model).load(local)
-    return f"backbone from {path}; heads random"
-
-
-def _gpu_peak(device):
-    import torch
-
-    return {"peak_cuda_gb": torch.cuda.max_memory_allocated() / 1024 ** 3} if device == "cuda" else {}
 
 
 def flop_count(model, sizes, device):
@@ -109,8 +58,9 @@ def infer_ifcn(spec):
     from detectron2.modeling import build_model
 
     device, amp, dets = spec["device"], spec.get("amp"), spec["detections"]
-    # NMS_THRESH 1.0: NMS removes nothing, so the requested number of proposals reaches pasting.
-    opts = ["MODEL.INSTANCEFCN.NMS_THRESH", 1.0, "TEST.DETECTIONS_PER_IMAGE", dets]
+    opts = ["TEST.DETECTIONS_PER_IMAGE", dets]
+    if spec.get("nms_thresh") is not None:  # else the config's own; 1.0 skips NMS (an "_nms_off" row)
+        opts += ["MODEL.INSTANCEFCN.NMS_THRESH", spec["nms_thresh"]]
     if spec.get("test_scales"):
         opts += ["MODEL.INSTANCEFCN.TEST_SCALES", list(spec["test_scales"]),
                  "MODEL.INSTANCEFCN.TEST_MAX_SIZE", spec["test_max_size"]]
@@ -132,13 +82,12 @@ def infer_ifcn(spec):
         with torch.no_grad(), autocast(device, amp):
             return model([inp])[0]["instances"]
 
-    # The windows each level hands to rendering, through the public selection step, untimed;
-    # it counts as the first warm-up run (it warms the backbone and heads).
+    for _ in range(spec["warmup"]):  # whole-model runs, as every row's warm-up (Mask R-CNN's too)
+        run()
+    # The windows each level hands to rendering, through the public selection step, untimed.
     with torch.no_grad(), autocast(device, amp):
         levels = model.select_windows([inp])[0].levels
     per_level = torch.bincount(levels.cpu(), minlength=len(model.strides)).tolist()
-    for _ in range(spec["warmup"] - 1):
-        run()
     totals, profiled, stages, out = [], [], {}, None
     for _ in range(spec["repeats"]):
         out = None  # free the previous output first: peak memory is that of one run
@@ -154,7 +103,8 @@ def infer_ifcn(spec):
     res = {
         "model": spec["model"], "config": MODELS[spec["model"]], "size": [h, w],
         "detections_per_image": dets, "mask_format": spec.get("mask_format") or "bitmask (default)",
-        "topk_per_scale": cfg.MODEL.INSTANCEFCN.TOPK_PER_SCALE, "nms_thresh": 1.0,
+        "topk_per_scale": cfg.MODEL.INSTANCEFCN.TOPK_PER_SCALE, "nms_thresh": cfg.MODEL.INSTANCEFCN.NMS_THRESH,
+        "warmup_runs": spec["warmup"],
         "test_scales": list(cfg.MODEL.INSTANCEFCN.TEST_SCALES), "test_max_size": cfg.MODEL.INSTANCEFCN.TEST_MAX_SIZE,
         "in_features": list(model.in_features), "strides": list(model.strides),
         "scaled_sizes": [list(s) for s in sizes],
@@ -162,7 +112,7 @@ def infer_ifcn(spec):
         "selected_windows_per_level": per_level, "window_cells": model.window_size ** 2,
         "proposals_out": len(out), "total_s": median(totals), "total_s_runs": totals,
         "weights": weights, "amp": amp or "none", "rss_after_build_gb": rss_after_build,
-        "peak_rss_gb": peak_rss_gib(), "torch_num_threads": torch.get_num_threads(), **_gpu_peak(device),
+        "peak_rss_gb": peak_rss_gib(), "torch_num_threads": torch.get_num_threads(), **gpu_peak(device),
     }
     if isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.dim() == 3:
         res["mean_mask_fill"] = float(masks.count_nonzero()) / max(1, masks.numel())
@@ -267,17 +217,12 @@ def train(spec):
         "config": config, "size": [h, w], "batch": 1, "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
         "iter_s": median([t for _, t in runs]), "iter_s_runs": [t for _, t in runs],
         "final_loss": float(runs[-1][0].detach()), "weights": weights, "peak_rss_gb": peak_rss_gib(),
-        **_gpu_peak(device),
+        **gpu_peak(device),
     }
 
 
-def _mask_rcnn(spec):
-    from tools.benchmark.workers_mask_rcnn import infer_mask_rcnn
-
-    return infer_mask_rcnn(spec)
-
-
-WORKERS = {"infer_ifcn": infer_ifcn, "infer_mask_rcnn": _mask_rcnn, "train": train, "nms": nms}
+# kind -> worker; a new kind of row adds its function here (its own module when it is long).
+WORKERS = {"infer_ifcn": infer_ifcn, "infer_mask_rcnn": infer_mask_rcnn, "train": train, "nms": nms}
 
 
 def run(spec):

@@ -2,7 +2,7 @@
 as ``DefaultPredictor`` runs it (resize to the test size, outputs in the original frame)."""
 from tools.benchmark import MASK_RCNN_CONFIG
 from tools.benchmark.stages import autocast, timed_call
-from tools.benchmark.workers import _gpu_peak, median, peak_rss_gib, rand_image
+from tools.benchmark.measures import gpu_peak, median, peak_rss_gib, rand_image
 
 __all__ = ["calibrate_frozen_bn", "infer_mask_rcnn"]
 
@@ -47,6 +47,8 @@ def infer_mask_rcnn(spec):
         cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = spec["min_size_test"], spec["max_size_test"]
     if spec.get("score_thresh") is not None:
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = spec["score_thresh"]
+    if spec.get("detections"):  # with SCORE_THRESH_TEST 0 every one of them is kept, masks and all
+        cfg.TEST.DETECTIONS_PER_IMAGE = spec["detections"]
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     h, w = spec["size"]
@@ -77,9 +79,10 @@ def infer_mask_rcnn(spec):
     runs = [timed_call(run, device) for _ in range(spec["repeats"])]
     return {
         "size": [h, w], "resized_to": [nh, nw], "score_thresh_test": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+        "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE, "warmup_runs": spec["warmup"],
         "detections_out": runs[-1][0], "frozen_bn_calibrated": bool(calibrate),
         "rpn_proposals_out": n_proposals[-1] if n_proposals else None,
         "total_s": median([t for _, t in runs]), "total_s_runs": [t for _, t in runs],
         "peak_rss_gb": peak_rss_gib(), "amp": amp or "none",
-        **_gpu_peak(device),
+        **gpu_peak(device),
     }
