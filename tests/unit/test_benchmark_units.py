@@ -140,14 +140,3 @@ def test_both_entry_points_parse(entry, tmp_path):
     proc = subprocess.run([sys.executable, *entry, "--help"], cwd=cwd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "--output-dir" in proc.stdout and "--write-repo-results" in proc.stdout
-
-
-def test_idle_needs_the_one_and_five_minute_loads_low():
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    from machine import IDLE_LOAD_PER_CORE, load_state
-
-    low = IDLE_LOAD_PER_CORE * 2  # per core on 2 cores: exactly the limit
-    assert load_state([low, low, 9.0], cores=2)["idle"]  # the 15-minute load does not count
-    busy_before = load_state([0.0, low + 0.1, 0.0], cores=2)  # a job that ended a minute ago
-    assert not busy_before["idle"] and busy_before["load_per_core_5min"] == pytest.approx((low + 0.1) / 2)
-    assert not load_state([low + 0.1, 0.0, 0.0], cores=2)["idle"]

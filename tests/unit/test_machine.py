@@ -11,13 +11,15 @@ def machine(load_tool):
     return load_tool("machine")
 
 
-@pytest.mark.parametrize("load1, cores, idle", [(0.4, 2, True), (0.5, 2, True), (0.6, 2, False), (3.0, 16, True),
-                                                (5.0, 16, False)])
-def test_load_state_calls_a_machine_idle_at_a_quarter_load_per_core(machine, caplog, load1, cores, idle):
+@pytest.mark.parametrize("load1, load5, cores, idle", [
+    (0.4, 0.4, 2, True), (0.5, 0.5, 2, True), (0.6, 0.4, 2, False), (3.0, 1.0, 16, True), (5.0, 1.0, 16, False),
+    (0.0, 0.6, 2, False),  # a job that ended a minute ago: the 5-minute load still counts
+])
+def test_load_state_calls_a_machine_idle_at_a_quarter_load_per_core(machine, caplog, load1, load5, cores, idle):
     caplog.set_level(logging.WARNING, logger="instancefcn_d2.machine")
-    state = machine.load_state(loadavg=(load1, 1.0, 2.0), cores=cores)
-    assert state == {"load_average_at_start": [load1, 1.0, 2.0], "load_per_core": round(load1 / cores, 3),
-                     "idle": idle}
+    state = machine.load_state(loadavg=(load1, load5, 9.0), cores=cores)  # the 15-minute load never counts
+    assert state == {"load_average_at_start": [load1, load5, 9.0], "load_per_core": round(load1 / cores, 3),
+                     "load_per_core_5min": round(load5 / cores, 3), "idle": idle}
     assert any("not idle-machine figures" in r.getMessage() for r in caplog.records) == (not idle)
 
 
