@@ -27,7 +27,7 @@ Greedy set cover is within a factor ``ln N`` of the fewest scales; on object siz
 usually optimal, as each scale covers an interval of sizes.
 """
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 
@@ -157,11 +157,7 @@ def plan_scales(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95,
     overrides["MODEL.INSTANCEFCN.TEST_SCALES"] = list(test_scales)
     overrides["MODEL.INSTANCEFCN.TEST_MAX_SIZE"] = int(test_max)
     notes = []
-    for split in ("train", "test"):
-        if after[split] < target:
-            why = "; ".join(f"{k}: {v}" for k, v in after[f"{split}_uncovered"].items())
-            notes.append(f"{split} coverage {100 * after[split]:.1f}% stays under the target "
-                         f"{100 * target:.0f}% ({why}).")
+    notes += _coverage_shortfalls(after, target)
     return ScalePlan(
         setup=planned, overrides=overrides,
         coverage_before={"train": before["train"], "test": before["test"]},
@@ -296,11 +292,7 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
     if crop is not None and crop[1][0] < MIN_CROP_PER_OBJECT * large:
         notes.append(f"the {crop[1][0]} px crops are under {MIN_CROP_PER_OBJECT:g} x the large objects ({large:.0f} px): "
                      "many will be cut; raise --max-train-side (costs training time) or lower --scales")
-    for split in ("train", "test"):
-        if after[split] < target:
-            why = "; ".join(f"{k}: {v}" for k, v in after[f"{split}_uncovered"].items())
-            notes.append(f"{split} coverage {100 * after[split]:.1f}% stays under the target "
-                         f"{100 * target:.0f}% ({why}).")
+    notes += _coverage_shortfalls(after, target)
     return ScalePlan(
         setup=planned, overrides=overrides,
         coverage_before={"train": before["train"], "test": before["test"]},
@@ -310,3 +302,14 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
                    "objects per image"),
         reasons=reasons,
     )
+
+
+def _coverage_shortfalls(after, target: float) -> List[str]:
+    """A note for each split whose planned coverage stays under ``target``, with what is uncovered."""
+    notes = []
+    for split in ("train", "test"):
+        if after[split] < target:
+            why = "; ".join(f"{k}: {v}" for k, v in after[f"{split}_uncovered"].items())
+            notes.append(f"{split} coverage {100 * after[split]:.1f}% stays under the target "
+                         f"{100 * target:.0f}% ({why}).")
+    return notes
