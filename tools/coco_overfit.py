@@ -44,6 +44,10 @@ RUNS = {
     "r101_fpn": (R101, RANDOM_RESNET + PIXEL_CLIP),
     "r50_fpn_window": (R50, RANDOM_RESNET + WINDOW_SUM),
     "r101_fpn_window": (R101, RANDOM_RESNET + WINDOW_SUM),
+    # The configs' own pairing, whatever they hold (the record reads it from each run's saved config).
+    "vgg16_fpn_as_configured": (VGG_FPN, []),
+    "r50_fpn_as_configured": (R50, RANDOM_RESNET),
+    "r101_fpn_as_configured": (R101, RANDOM_RESNET),
 }
 TERMS = ("loss_objectness", "loss_mask")
 LEARNED_BELOW = 0.75  # a term "learned" when its end value is under this fraction of its start
