@@ -145,15 +145,7 @@ def plan_scales(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95,
     planned = setup.with_(train_scales=scales or setup.train_scales, train_max_size=cap, sampling="choice",
                           crop=crop, test_scales=test_scales, test_max_size=test_max)
     after = coverage_summary(objs, planned)
-    overrides = {
-        "INPUT.MIN_SIZE_TRAIN": list(planned.train_scales),
-        "INPUT.MIN_SIZE_TRAIN_SAMPLING": "choice",
-        "INPUT.MAX_SIZE_TRAIN": cap,
-        "INPUT.CROP.ENABLED": crop is not None,
-    }
-    if crop is not None:
-        overrides["INPUT.CROP.TYPE"] = crop[0]
-        overrides["INPUT.CROP.SIZE"] = [int(v) for v in crop[1]]
+    overrides = _training_input_overrides(planned.train_scales, cap, crop)
     overrides["MODEL.INSTANCEFCN.TEST_SCALES"] = list(test_scales)
     overrides["MODEL.INSTANCEFCN.TEST_MAX_SIZE"] = int(test_max)
     notes = []
@@ -257,15 +249,7 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
     mag_text = ", ".join(f"x{x:.2f}" for x in m)
     sizes_text = f"{np.percentile(size, 5):.0f}-{np.percentile(size, 95):.0f} px (5th-95th percentile)"
     bands = ", ".join(f"{a:.0f}-{b:.0f}" for a, b in band)
-    overrides = {
-        "INPUT.MIN_SIZE_TRAIN": list(train_scales),
-        "INPUT.MIN_SIZE_TRAIN_SAMPLING": "choice",
-        "INPUT.MAX_SIZE_TRAIN": cap,
-        "INPUT.CROP.ENABLED": crop is not None,
-    }
-    if crop is not None:
-        overrides["INPUT.CROP.TYPE"] = crop[0]
-        overrides["INPUT.CROP.SIZE"] = [int(v) for v in crop[1]]
+    overrides = _training_input_overrides(train_scales, cap, crop)
     overrides.update({
         "MODEL.INSTANCEFCN.TEST_SCALES": list(test_scales),
         "MODEL.INSTANCEFCN.TEST_MAX_SIZE": int(test_max),
@@ -313,3 +297,18 @@ def _coverage_shortfalls(after, target: float) -> List[str]:
             notes.append(f"{split} coverage {100 * after[split]:.1f}% stays under the target "
                          f"{100 * target:.0f}% ({why}).")
     return notes
+
+
+def _training_input_overrides(train_scales, cap, crop) -> dict:
+    """detectron2's INPUT keys for planned training scales, the size cap and an optional
+    ``(type, (h, w))`` crop."""
+    overrides = {
+        "INPUT.MIN_SIZE_TRAIN": list(train_scales),
+        "INPUT.MIN_SIZE_TRAIN_SAMPLING": "choice",
+        "INPUT.MAX_SIZE_TRAIN": cap,
+        "INPUT.CROP.ENABLED": crop is not None,
+    }
+    if crop is not None:
+        overrides["INPUT.CROP.TYPE"] = crop[0]
+        overrides["INPUT.CROP.SIZE"] = [int(v) for v in crop[1]]
+    return overrides
