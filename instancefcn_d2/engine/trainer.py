@@ -31,6 +31,8 @@ class Trainer(TrainerStateBackport, DefaultTrainer):
     writes the last evaluation to OUTPUT_DIR/proposal_ar.json and returns it.
     """
 
+    mapper_class = InstanceFCNDatasetMapper  # ``(cfg, is_train)``: a subclass may bring another mapper
+
     def __init__(self, cfg):
         with cpu_ddp_support():  # --num-gpus N on a CPU-only machine runs N gloo processes
             super().__init__(cfg)
@@ -71,11 +73,11 @@ class Trainer(TrainerStateBackport, DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=InstanceFCNDatasetMapper(cfg, True))
+        return build_detection_train_loader(cfg, mapper=cls.mapper_class(cfg, True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=InstanceFCNDatasetMapper(cfg, False))
+        return build_detection_test_loader(cfg, dataset_name, mapper=cls.mapper_class(cfg, False))
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

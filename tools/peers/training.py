@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import DatasetMapper
 from detectron2.utils.env import seed_all_rng
 
 from instancefcn_d2.data import register_project_datasets
@@ -34,13 +34,7 @@ class ClassAgnosticDatasetMapper(DatasetMapper):
 class PeerTrainer(Trainer):
     """``Trainer`` (evaluator, timing, atomic checkpoints) with detectron2's data mapper, class-agnostic."""
 
-    @classmethod
-    def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=ClassAgnosticDatasetMapper(cfg, True))
-
-    @classmethod
-    def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=ClassAgnosticDatasetMapper(cfg, False))
+    mapper_class = ClassAgnosticDatasetMapper
 
 
 def train_and_score(cfg, peer):
