@@ -44,8 +44,8 @@ def add_instancefcn_config(cfg):
     _C.MODEL.INSTANCEFCN.TOPK_PER_SCALE = 1000  # windows assembled per level per test scale, ranked by objectness
     _C.MODEL.INSTANCEFCN.MASK_THRESHOLD = 0.5  # binarise pasted mask probabilities at this value
     _C.MODEL.INSTANCEFCN.MASK_FORMAT = "bitmask"  # "bitmask": pred_masks (N, H, W); "rle": pred_masks_rle; "roi": (N, 1, m, m) + boxes (docs/mask_formats.md)
-    _C.MODEL.INSTANCEFCN.NMS_THRESH = 0.8  # IoU above which NMS suppresses (box IoU for NMS_TYPE "box", mask IoU for "mask")
-    _C.MODEL.INSTANCEFCN.NMS_TYPE = "box"  # "box": NMS on the masks' tight boxes (paper); "mask": greedy mask-IoU NMS; "matrix": SOLOv2 Matrix NMS (suppression.py)
+    _C.MODEL.INSTANCEFCN.NMS_THRESH = 0.8  # IoU above which NMS suppresses (box IoU for NMS_TYPE "box" / "box_matrix", mask IoU for "mask")
+    _C.MODEL.INSTANCEFCN.NMS_TYPE = "box"  # "box": NMS on the masks' tight boxes (paper); "mask": greedy mask-IoU NMS; "matrix": SOLOv2 Matrix NMS; "box_matrix": box NMS, then Matrix NMS re-ranks the kept (suppression.py)
     _C.MODEL.INSTANCEFCN.SCORE = "objectness"  # ranking: "objectness" (paper) or "objectness_maskness" (x mean foreground probability in the mask, SOLO)
     _C.MODEL.INSTANCEFCN.MATRIX_NMS_KERNEL = "gaussian"  # Matrix NMS decay f(iou): "linear" 1 - iou or "gaussian" exp(-sigma iou^2)
     _C.MODEL.INSTANCEFCN.MATRIX_NMS_SIGMA = 2.0  # sigma of the gaussian kernel (SOLOv2's value)

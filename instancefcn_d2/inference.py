@@ -68,9 +68,11 @@ def proposals_from_windows(windows: Instances, *, mask_threshold: float = 0.5, n
         score: ``"objectness"`` (the paper's ranking) or ``"objectness_maskness"`` (times SOLO's
             maskness, :func:`instancefcn_d2.suppression.maskness`).
         nms_type: ``"box"`` (the paper's NMS on the masks' tight boxes), ``"mask"`` (greedy NMS on
-            window-mask IoU) or ``"matrix"`` (Matrix NMS: scores decayed by window-mask IoU,
+            window-mask IoU), ``"matrix"`` (Matrix NMS: scores decayed by window-mask IoU,
             then re-ranked; ``matrix_nms_kernel`` / ``_sigma``; proposals whose decayed score is
-            below ``matrix_nms_score_thresh`` are dropped). See :mod:`instancefcn_d2.suppression`.
+            below ``matrix_nms_score_thresh`` are dropped) or ``"box_matrix"`` (box NMS keeps the
+            set, the paper's; Matrix NMS's decay re-ranks it: its cost is bounded by
+            ``max_proposals``^2, not the window count). See :mod:`instancefcn_d2.suppression`.
 
     Proposals are ranked by ``score``; the paper's final map is objectness x mask, a
     per-window constant times the mask, so objectness ranks windows the same, and the mask is
@@ -115,11 +117,15 @@ def proposals_from_windows(windows: Instances, *, mask_threshold: float = 0.5, n
             mk = maskness(probs, fg).double()
             scores = scores * mk
             rank = F.logsigmoid(obj.double()) + mk.log()
-        if nms_type == "box" and nms_per_level_first:
+        if nms_type in ("box", "box_matrix") and nms_per_level_first:
             keep = nms_groups_first(tight, rank, groups, nms_thresh, max_proposals)
-        elif nms_type == "box":
+        elif nms_type in ("box", "box_matrix"):
             keep = nms_first(tight, rank, nms_thresh, max_proposals)
-        else:
+        if nms_type == "box_matrix":  # box NMS chose the set; Matrix NMS's decay re-ranks it (<= max_proposals)
+            iou = window_mask_iou(fg[keep], boxes[keep], image_size)
+            scores[keep] = scores[keep] * matrix_nms_decay(iou, matrix_nms_kernel, matrix_nms_sigma).double()
+            keep = keep[scores[keep].argsort(descending=True, stable=True)]
+        elif nms_type in ("mask", "matrix"):
             order = rank.argsort(descending=True, stable=True)
             iou = window_mask_iou(fg[order], boxes[order], image_size)
             if nms_type == "mask":
@@ -160,7 +166,7 @@ def check_ranking(nms_type: str, score: str, nms_per_level_first: bool = False):
         raise ValueError(f"MODEL.INSTANCEFCN.NMS_TYPE {nms_type!r}: expected one of {NMS_TYPES}")
     if score not in SCORE_TYPES:
         raise ValueError(f"MODEL.INSTANCEFCN.SCORE {score!r}: expected one of {SCORE_TYPES}")
-    if nms_per_level_first and nms_type != "box":
+    if nms_per_level_first and nms_type not in ("box", "box_matrix"):
         raise ValueError(f"MODEL.INSTANCEFCN.NMS_PER_LEVEL_FIRST applies to box NMS only, not NMS_TYPE {nms_type!r}")
 
 

@@ -11,7 +11,9 @@ masks, so the first proposals repeat a few objects. Here:
 * :func:`mask_nms`: greedy NMS on that mask IoU (``NMS_TYPE "mask"``);
 * :func:`matrix_nms_decay`: SOLOv2's Matrix NMS (Wang et al., NeurIPS 2020): each score decayed
   by its IoU with better masks, compensated by how suppressed those masks are themselves; one
-  matrix operation, nothing removed (``NMS_TYPE "matrix"``).
+  matrix operation, nothing removed (``NMS_TYPE "matrix"``); or applied after box NMS to the
+  proposals it keeps, re-ranking them (``NMS_TYPE "box_matrix"``: the paper's set, a cost bounded
+  by the proposal cap instead of the window count).
 
 Every function takes its masks in score order (best first) and runs on their device.
 """
@@ -26,7 +28,7 @@ from .mask_rendering import occupied_spans
 __all__ = ["MATRIX_NMS_KERNELS", "NMS_TYPES", "SCORE_TYPES", "mask_nms", "maskness", "matrix_nms_decay",
            "window_mask_iou"]
 
-NMS_TYPES = ("box", "mask", "matrix")
+NMS_TYPES = ("box", "mask", "matrix", "box_matrix")
 SCORE_TYPES = ("objectness", "objectness_maskness")
 MATRIX_NMS_KERNELS = ("linear", "gaussian")
 

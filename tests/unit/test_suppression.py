@@ -212,6 +212,26 @@ def test_matrix_nms_and_maskness_scores():
     assert len(cut) < len(mat) and (cut.scores >= 0.3).all()
 
 
+@pytest.mark.parametrize("per_level_first", [False, True])
+def test_box_then_matrix_keeps_the_box_set_and_reranks_it(per_level_first):
+    """NMS_TYPE "box_matrix": the same proposals as box NMS; the order is SOLOv2's decay (the
+    written-out formula on pycocotools IoUs of the pasted masks) times the box-NMS scores."""
+    windows = model_windows(h=160, w=192, p=150, seed=9)  # sides on the coarsest grid: IoUs exact
+    kw = {"nms_thresh": 0.8, "score": "objectness_maskness", "max_proposals": 60,
+          "nms_per_level_first": per_level_first, "mask_format": "roi"}  # "roi": the window masks
+    box = proposals_from_windows(windows, nms_type="box", **kw)
+    both = proposals_from_windows(windows, nms_type="box_matrix", matrix_nms_sigma=0.5, **kw)
+    key = lambda r: sorted(map(tuple, r.pred_boxes.tensor.tolist()))  # noqa: E731
+    assert len(both) == len(box) == 60 and key(both) == key(box)
+    h, w = windows.image_size
+    wins = box.pred_mask_boxes.tensor
+    blocky = blocky_full_masks(in_image(box.pred_masks[:, 0] >= 0.5, wins, h, w), wins, h, w)
+    ref = box.scores.numpy() * np.array(matrix_reference(coco_iou(blocky), "gaussian", 0.5))  # box order: best first
+    np.testing.assert_allclose(both.scores.numpy(), np.sort(ref)[::-1], rtol=1e-5)
+    assert (both.scores[1:] <= both.scores[:-1]).all()
+    assert not torch.equal(both.objectness_logits, box.objectness_logits)  # re-ranked
+
+
 def test_bad_ranking_options_raise_before_work(project_cfg):
     windows = model_windows(p=5)
     with pytest.raises(ValueError, match="NMS_TYPE"):
@@ -238,7 +258,8 @@ def test_suppression_on_cuda_matches_cpu():
     assert torch.equal(mask_nms(iou_cuda, 0.5).cpu(), mask_nms(iou, 0.5))
     torch.testing.assert_close(matrix_nms_decay(iou_cuda).cpu(), matrix_nms_decay(iou))
     torch.testing.assert_close(maskness(probs.cuda(), fg.cuda()).cpu(), maskness(probs, fg))
-    for kw in ({"nms_type": "mask", "nms_thresh": 0.5}, {"nms_type": "matrix", "score": "objectness_maskness"}):
+    for kw in ({"nms_type": "mask", "nms_thresh": 0.5}, {"nms_type": "matrix", "score": "objectness_maskness"},
+               {"nms_type": "box_matrix", "score": "objectness_maskness", "matrix_nms_sigma": 0.5}):
         cpu = proposals_from_windows(windows, **kw)
         gpu = proposals_from_windows(windows.to("cuda"), **kw)
         assert gpu.scores.is_cuda and len(gpu) == len(cpu)
