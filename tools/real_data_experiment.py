@@ -176,23 +176,57 @@ def run_set(name, args, record, save):
         if trains:
             train = [py, "train_net.py", "--config-file", config, *data, "DATASETS.TRAIN", f"('{train_name}',)",
                      "DATASETS.TEST", "()", *train_extra, *budget, "OUTPUT_DIR", run_dir]
-            train_s = timed(train)
+            if not (args.reuse_trained and os.path.isfile(os.path.join(run_dir, "model_final.pth"))):
+                train_s = timed(train)
             result["train_command"] = rel(train[1:])
+            result["train_log"] = training_time(os.path.join(run_dir, "log.txt"))
         evaluate = [py, "train_net.py", "--config-file", config, "--eval-only", *data, *train_extra, *test_extra, "DATASETS.TEST", f"('{val_name}',)",
                     "MODEL.WEIGHTS", os.path.join(run_dir, "model_final.pth"), "OUTPUT_DIR", eval_dir]
-        eval_s = timed(evaluate)
+        eval_s = None
+        if not (args.reuse_trained and os.path.isfile(os.path.join(eval_dir, "proposal_ar.json"))):
+            eval_s = timed(evaluate)
         with open(os.path.join(eval_dir, "proposal_ar.json")) as f:
             ar = json.load(f)
         result.update({
             "eval_command": rel(evaluate[1:]),
-            "mask": {k: round(ar["segm_proposals"][k], 1) for k in (*AR_KEYS, "ARs@1000", "ARm@1000", "ARl@1000")
-                     if k in ar["segm_proposals"]},
-            "box": {k: round(ar["box_proposals"][k], 1) for k in AR_KEYS},
-            "seconds": {"train (process)": None if train_s is None else round(train_s, 1),
-                        "evaluate (process)": round(eval_s, 1)},
+            "mask": {k: _round(ar["segm_proposals"].get(k)) for k in (*AR_KEYS, "ARs@1000", "ARm@1000", "ARl@1000")},
+            "box": {k: _round(ar["box_proposals"].get(k)) for k in AR_KEYS},
+            "seconds": {"train (process)": _round(train_s), "evaluate (process)": _round(eval_s)},
+            "inference_s_per_image": inference_time(os.path.join(eval_dir, "log.txt")),
         })
         entry["runs"][run] = result
         save()
+
+
+def _round(v):
+    return None if v is None else round(v, 1)  # None: no ground truth in that size range
+
+
+def training_time(log_file):
+    """``{"seconds", "s_per_iter"}`` from detectron2's "Overall training speed" line of a training log
+    (the trainer's own clock, without start-up; the last run in the log)."""
+    import re
+
+    found = None
+    with open(log_file) as f:
+        for line in f:
+            m = re.search(r"Overall training speed: (\d+) iterations in (\d+):(\d+):(\d+) \(([\d.]+) s / it\)", line)
+            if m:
+                h, mi, se = (int(m.group(i)) for i in (2, 3, 4))
+                found = {"seconds": 3600 * h + 60 * mi + se, "s_per_iter": float(m.group(5))}
+    return found
+
+
+def inference_time(log_file):
+    """Seconds per image from detectron2's "Total inference time" line (after its warm-up images)."""
+    import re
+
+    found = None
+    with open(log_file) as f:
+        for line in f:
+            m = re.search(r"Total inference time: .*\(([\d.]+) s / iter per device", line)
+            found = round(float(m.group(1)), 2) if m else found
+    return found
 
 
 def _commit():
@@ -214,6 +248,8 @@ def main():
     ap.add_argument("--iters", type=int, default=600)
     ap.add_argument("--output-dir", default="output/real_data")
     ap.add_argument("--results", default="results/real_data.json")
+    ap.add_argument("--reuse-trained", action="store_true",
+                    help="score a run's existing model_final.pth instead of training it again (its log gives the time)")
     ap.add_argument("--runs", nargs="*", default=[], help="run names to (re)do (default: all); others keep their record")
     args = ap.parse_args()
     path = os.path.join(REPO, args.results)

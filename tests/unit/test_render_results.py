@@ -194,3 +194,37 @@ def test_coco_overfit_one_row_per_run_hand_formatted():
         "| 0.693 → 0.2 | 153 → 140 | yes / NO | 1.2 | 20.0 | – | 101.3 |",
         "", f"`b` ran at commit {'b' * 40} (same machine, same settings)."]
     assert "python tools/coco_overfit.py" in R.coco_overfit_block({"runs": {}})
+
+
+def test_real_data_block_reads_settings_and_judges_the_goal():
+    hand_cmd = ("train_net.py --config-file c.yaml INPUT.CROP.SIZE (96, 96) INPUT.MIN_SIZE_TRAIN (200, 400) "
+                "MODEL.INSTANCEFCN.TEST_SCALES (640, 800) MODEL.INSTANCEFCN.TOPK_PER_SCALE 1000")
+    run = lambda m, b, t, **kw: {"mask": {"AR@10": 1.0, "AR@100": m, "AR@1000": 60.0},  # noqa: E731
+                                 "box": {"AR@100": b}, "seconds": {"train (process)": t, "evaluate (process)": 9.0},
+                                 "commit": "b" * 40, **kw}
+    rec = {"what": "AR", "budget": "600 iterations", "machine": MACHINE, "sets": {"hela": {
+        "what": "nuclei", "plan_overrides": {"INPUT.CROP.SIZE": "[78, 78]", "INPUT.MIN_SIZE_TRAIN": "[100, 200]",
+                                             "MODEL.INSTANCEFCN.TEST_SCALES": "[700]",
+                                             "MODEL.INSTANCEFCN.TOPK_PER_SCALE": "500"},
+        "runs": {"planned": run(27.0, 30.0, 50.0, eval_command="train_net.py --config-file out/planned.yaml"),
+                 "hand-picked a": run(30.0, 31.0, 100.0, train_command=hand_cmd, eval_command=hand_cmd),
+                 "hand-picked a model, planned test": run(40.0, 41.0, None, eval_command=hand_cmd),
+                 "hand-picked b": run(20.0, 21.0, 100.0, eval_command="train_net.py")}}}}
+    lines = render_real_data(rec).splitlines()
+    assert lines[0].startswith("Machine: Test CPU 9000")
+    assert "| planned | 78 | 100,200 | 700 | 500 | 1.0 | 27.0 | 60.0 | 30.0 | 50.0 | 9.0 | bbbbbbb |" in lines
+    assert "| hand-picked a | 96 | 200,400 | 640,800 | 1000 | 1.0 | 30.0 | 60.0 | 31.0 | 100.0 | 9.0 | bbbbbbb |" in lines
+    assert "| hand-picked b | config | config | config | config | 1.0 | 20.0 | 60.0 | 21.0 | 100.0 | 9.0 | bbbbbbb |" in lines
+    # The crossed run does not count as a hand-picked model; (100^2 + 200^2) / (200^2 + 400^2) = 0.25.
+    assert lines[-1] == ("Planned vs the best hand-picked run (`hand-picked a`): mask AR@100 90.0 %, training process "
+                         "time 0.50 x, training input area per iteration 0.25 x (goal: >= 90 % at no larger "
+                         "training input: met).")
+    rec["sets"]["hela"]["runs"]["planned"]["mask"]["AR@100"] = 26.9
+    assert render_real_data(rec).splitlines()[-1].endswith("NOT met).")
+    assert "real_data_experiment.py" in render_real_data({"runs": {}})
+
+
+def render_real_data(rec):
+    from real_data_block import real_data_block
+
+    return real_data_block(rec, R.table, R.machine_line)
