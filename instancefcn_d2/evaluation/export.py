@@ -99,7 +99,11 @@ def instances_to_coco_results(instances, image_id, mask_threshold=0.5):
 def instances_to_proposal_record(instances, image_id):
     """One image's predictions -> ``(image_id, boxes (N, 4) float32 XYXY, logits (N,) float32)``.
 
-    Uses ``objectness_logits`` when present, else the logit of ``scores``.
+    The logits are those of ``scores`` (the ranking score: objectness, or objectness x maskness,
+    decayed by Matrix NMS), so that detectron2's loader, which re-sorts proposals by
+    ``objectness_logits`` and keeps the first ``PRECOMPUTED_PROPOSAL_TOPK_*``, keeps this ranking;
+    with ``SCORE "objectness"`` and box NMS they are the objectness logits. Without ``scores``,
+    ``objectness_logits``.
     """
     image_id = _image_id(image_id)
     if len(instances) == 0:
@@ -110,11 +114,11 @@ def instances_to_proposal_record(instances, image_id):
         rles = proposal_rles(instances)
         boxes = mask_util.toBbox(rles).astype(np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
-    if instances.has("objectness_logits"):
-        logits = to_numpy(instances.objectness_logits, np.float32).reshape(-1)
+    if instances.has("scores"):
+        p = to_numpy(instances.scores, np.float64).reshape(-1).clip(1e-300, 1 - 1e-16)  # float64: logits to ~36
+        logits = (np.log(p) - np.log1p(-p)).astype(np.float32)
     else:
-        p = to_numpy(instances.scores, np.float64).clip(1e-6, 1 - 1e-6)
-        logits = np.log(p / (1 - p)).astype(np.float32).reshape(-1)
+        logits = to_numpy(instances.objectness_logits, np.float32).reshape(-1)
     return image_id, boxes, logits
 
 

@@ -161,12 +161,17 @@ def test_evaluator_and_exports_identical_for_every_format(dataset, tmp_path):
     assert len(json.loads(files["rle"][0])) > 0
 
 
-def test_proposal_pickle_of_each_format_loads_with_detectron2(tmp_path):
+@pytest.mark.parametrize("ranking", [{}, {"score": "objectness_maskness", "nms_type": "box_matrix"}])
+def test_proposal_pickle_of_each_format_loads_with_detectron2(tmp_path, ranking):
+    """detectron2's loader re-sorts by the pickle's logits: it must give back the proposals in
+    their ranking (here also when maskness and Matrix NMS reorder them against the objectness)."""
     windows = random_windows(60, 70, p=80, seed=7)
     record = {"image_id": 5, "height": 60, "width": 70}
     boxes = {}
     for fmt in MASK_FORMATS:
-        inst = proposals_from_windows(windows, mask_format=fmt, max_proposals=30)
+        inst = proposals_from_windows(windows, mask_format=fmt, max_proposals=30, **ranking)
+        if ranking:
+            assert not (inst.objectness_logits[1:] <= inst.objectness_logits[:-1]).all()  # reordered
         write_proposal_pickle([instances_to_proposal_record(inst, 5)], str(tmp_path / f"{fmt}.pkl"))
         (d,) = load_proposals_into_dataset([dict(record)], str(tmp_path / f"{fmt}.pkl"))
         assert d["proposal_bbox_mode"] == BoxMode.XYXY_ABS
