@@ -33,7 +33,7 @@ import numpy as np
 
 from .scale_coverage import ObjectSizes, ScaleSetup, coverage_summary, test_sizes, train_positive, in_band
 
-__all__ = ["ScalePlan", "greedy_cover", "candidate_scales", "plan_scales", "plan_for_recall"]
+__all__ = ["ScalePlan", "greedy_cover", "candidate_scales", "centring_margin", "plan_scales", "plan_for_recall"]
 
 GRID_STEP_LOG2 = 1.0 / 8  # candidate scales
 CROP_STEP_LOG2 = 1.0 / 4  # candidate crop sides
@@ -175,6 +175,14 @@ def magnification_hits(sizes: np.ndarray, mags: np.ndarray, band_px: np.ndarray)
     return in_band(scaled, scaled, band_px).sum(axis=-1)
 
 
+def centring_margin(small: float, large: float, mags: np.ndarray, band_px: np.ndarray) -> np.ndarray:
+    """``(R,)`` log2 margin of each run of magnifications ``mags`` ``(R, K)``: how far the small
+    objects at the run's lowest magnification and the large ones at its highest stay inside the
+    span of the positive bands (the smaller of the two; largest when the run centres the objects)."""
+    lo, hi = band_px[:, 0].min(), band_px[:, 1].max()
+    return np.minimum(np.log2(small * mags[:, 0] / lo), np.log2(hi / (large * mags[:, -1])))
+
+
 def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, num_scales: int = 5,
                     max_train_side: Optional[int] = None, max_test_side: Optional[int] = None,
                     topk_per_scale: int = 0, detections_per_image: int = 0) -> ScalePlan:
@@ -182,9 +190,11 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
 
     * **Magnifications**: a run of ``num_scales`` magnifications ``2^(1/4)`` apart (one octave
       for 5, as the hand-picked x2.5-5 of issue 24). Among runs starting on a ``2^(1/8)`` grid,
-      the one that puts ``>= target`` of the objects in a positive band at the most of its
-      magnifications (``h``); of those, the one with the most hits on average, the smallest
-      (cheapest) on ties. An object proposed at
+      the ones that put ``>= target`` of the objects in a positive band at the most of its
+      magnifications (``h``); of those, the one that centres the objects (5th-95th percentile)
+      in the span of the bands (:func:`centring_margin`). Pushing the run to one end of the
+      feasible range to reach a few more tiny objects (cut-off fragments at tile borders, on
+      HeLa) cost recall on the rest: the crossed runs of tools/real_data_experiment.py. An object proposed at
       several scales gets several windows aligned differently; NMS keeps the best, which a
       single scale cannot offer.
     * **Test**: ``TEST_SCALES`` = the magnifications times the images' median shorter side;
@@ -212,10 +222,12 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
     starts = lo * 2.0 ** (GRID_STEP_LOG2 * np.arange(int(np.ceil(np.log2(hi / lo) / GRID_STEP_LOG2)) + 1))
     mags = starts[:, None] * run[None, :]
     hits = magnification_hits(size, mags, band)
+    small, large = float(np.percentile(size, 5)), float(np.percentile(size, 95))
+    margin = centring_margin(small, large, mags, band)
     for h in range(num_scales, 0, -1):
         ok = (hits >= h).mean(axis=1) >= target
-        if ok.any():  # of the runs reaching the target with h hits: the most hits on average, then the smallest
-            r = int(np.where(ok, hits.mean(axis=1), -1.0).argmax())
+        if ok.any():  # of the runs reaching the target with h hits: the one that centres the objects in the bands
+            r = int(np.where(ok, margin, -np.inf).argmax())
             break
     else:
         h, r = 1, int((hits >= 1).mean(axis=1).argmax())
@@ -225,7 +237,6 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
     test_scales = tuple(int(round(x * short)) for x in m)
     need = int(np.ceil((m[-1] * hw.max(axis=1)).max()))
     test_max = int(max_test_side) if max_test_side else max(need, max(test_scales))
-    large = float(np.percentile(size, 95))
     if m[-1] * hw.max() <= cap:
         crop, train_scales = None, test_scales
         crop_why = f"whole images: at x{m[-1]:.2f} the longest image side is <= MAX_SIZE_TRAIN {cap}"
@@ -258,7 +269,8 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
     })
     mags_why = (f"magnifications {mag_text}: objects of {sizes_text} land in the positive bands ({bands} px) "
                 f"at >= {h} of the {num_scales} magnifications for >= {100 * target:.0f}% of them; of such runs, the "
-                "one with the most magnifications per object on average (objects deepest inside the bands)")
+                f"one that centres them in the bands (the small at the lowest and the large at the highest "
+                f"magnification stay 2^{margin[r]:.2f} inside)")
     reasons = {
         "INPUT.MIN_SIZE_TRAIN": f"the test magnifications in training ({crop_why})",
         "INPUT.CROP": crop_why,

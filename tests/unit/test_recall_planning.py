@@ -82,3 +82,31 @@ def test_budgets_follow_the_objects_per_image():
     ov = plan_for_recall(objs, FPN).overrides
     assert ov["MODEL.INSTANCEFCN.TOPK_PER_SCALE"] == 400  # 16 x 19.05 = 305 -> 400 (the 90th would give 300)
     assert ov["TEST.DETECTIONS_PER_IMAGE"] == 100  # 5 x 20
+
+
+def test_recall_plan_centres_the_objects_in_the_bands():
+    """Of the runs that reach the target at every magnification, the plan takes the one that
+    keeps the 5th-percentile objects (at its lowest magnification) and the 95th (at its highest)
+    furthest inside the bands' span, not one at an end of the feasible range. A few tiny
+    fragments (as nuclei cut at tile borders) stay under 5 % and must not drag the run up."""
+    rng = np.random.default_rng(3)
+    side = np.concatenate([rng.uniform(22, 40, 400), rng.uniform(4, 12, 12)])  # 3 % fragments
+    objs = ObjectSizes(np.stack([side, side], 1), np.tile([256, 256], (len(side), 1)), np.arange(len(side)) // 20)
+    plan = plan_for_recall(objs, FPN, target=0.95, num_scales=5)
+    mags = np.asarray(plan.overrides["MODEL.INSTANCEFCN.TEST_SCALES"]) / 256.0
+    canon = [FPN.canonical_ratio * FPN.window_size * s for s in FPN.strides]
+    lo, hi = canon[0] * 2 ** -FPN.band_log2, canon[-1] * 2 ** FPN.band_log2
+    small, large = np.percentile(side, 5), np.percentile(side, 95)
+
+    def margin(m0):  # naive: the smaller log2 distance to the span's ends
+        return min(math.log2(small * m0 / lo), math.log2(hi / (large * m0 * 2.0)))
+
+    def all_hit(m0):
+        run = m0 * 2.0 ** (0.25 * np.arange(5))
+        return np.mean([hits(s, run, FPN) == 5 for s in side]) >= 0.95
+
+    grid = [m0 for m0 in 2.0 ** np.arange(-2, 5, 1 / 64) if all_hit(m0)]
+    best = max(grid, key=margin)
+    assert abs(math.log2(mags[0] / best)) <= 1 / 16 + 0.01  # the planner's grid is 2^(1/8)
+    assert margin(mags[0]) >= margin(best) - 1 / 16
+    assert margin(mags[0]) > margin(max(grid)) + 0.1  # not the top of the feasible range
