@@ -51,7 +51,7 @@ def test_recall_plan_sees_objects_at_the_most_magnifications(setup):
     assert best < 0.95
     assert plan.coverage_after["test"] >= 0.95
     # dense images: budgets from the objects per image
-    assert ov["MODEL.INSTANCEFCN.TOPK_PER_SCALE"] == int(np.ceil(16 * np.percentile(counts, 95) / 100) * 100)
+    assert ov["MODEL.INSTANCEFCN.TOPK_PER_SCALE"] == int(np.ceil(32 * np.percentile(counts, 95) / 100) * 100)
     assert ov["TEST.DETECTIONS_PER_IMAGE"] == int(np.ceil(5 * counts.max() / 100) * 100)
     assert set(plan.reasons) >= {"MODEL.INSTANCEFCN.TEST_SCALES", "INPUT.MIN_SIZE_TRAIN", "TEST.DETECTIONS_PER_IMAGE",
                                  "MODEL.INSTANCEFCN.TOPK_PER_SCALE"}
@@ -80,7 +80,7 @@ def test_budgets_follow_the_objects_per_image():
     n = counts.sum()
     objs = ObjectSizes(np.full((n, 2), 20.0), np.tile([300, 400], (n, 1)), np.repeat(np.arange(20), counts))
     ov = plan_for_recall(objs, FPN).overrides
-    assert ov["MODEL.INSTANCEFCN.TOPK_PER_SCALE"] == 400  # 16 x 19.05 = 305 -> 400 (the 90th would give 300)
+    assert ov["MODEL.INSTANCEFCN.TOPK_PER_SCALE"] == 700  # 32 x 19.05 = 610 -> 700 (the 90th would give 600)
     assert ov["TEST.DETECTIONS_PER_IMAGE"] == 100  # 5 x 20
 
 
