@@ -26,9 +26,8 @@ from tools.benchmark import QUICKSTART_CONFIGS, REPO
 VARIANTS = {
     "box 0.8 (paper)": {"NMS_TYPE": "box", "NMS_THRESH": 0.8, "SCORE": "objectness"},
     "box 0.8 + maskness": {"NMS_TYPE": "box", "NMS_THRESH": 0.8, "SCORE": "objectness_maskness"},
-    "box 0.8, matrix gaussian sigma 0.5 + maskness": {"NMS_TYPE": "box_matrix", "NMS_THRESH": 0.8,
-                                                      "MATRIX_NMS_KERNEL": "gaussian", "MATRIX_NMS_SIGMA": 0.5,
-                                                      "SCORE": "objectness_maskness"},
+    "box 0.8, matrix linear + maskness (FPN default)": {"NMS_TYPE": "box_matrix", "NMS_THRESH": 0.8,
+                                                        "MATRIX_NMS_KERNEL": "linear", "SCORE": "objectness_maskness"},
     "mask 0.5 + maskness": {"NMS_TYPE": "mask", "NMS_THRESH": 0.5, "SCORE": "objectness_maskness"},
     "matrix gaussian + maskness": {"NMS_TYPE": "matrix", "MATRIX_NMS_KERNEL": "gaussian",
                                    "SCORE": "objectness_maskness"},
