@@ -514,8 +514,8 @@ def test_exports_load_with_pycocotools_and_detectron2(json_dataset, tmp_path):
         assert d["proposal_bbox_mode"] == BoxMode.XYXY_ABS
         assert d["proposal_boxes"].dtype == np.float32
         np.testing.assert_array_equal(d["proposal_boxes"], boxes.astype(np.float32))
-        np.testing.assert_allclose(d["proposal_objectness_logits"],
-                                   torch.logit(torch.tensor(scores, dtype=torch.float32)).numpy())
+        np.testing.assert_allclose(d["proposal_objectness_logits"],  # the logits of the scores, in float64
+                                   torch.logit(torch.tensor(scores, dtype=torch.float64)).numpy(), rtol=1e-6)
     # The written results score the same as the in-memory ones: plain COCOeval on the file.
     with contextlib.redirect_stdout(io.StringIO()):
         E = COCOeval(coco, coco.loadRes(str(out / sp.COCO_RESULTS_FILE)), "segm")
