@@ -21,7 +21,7 @@ from .mask_rendering import (  # noqa: F401  (paste_masks_binary, PASTE_CHUNK_BY
     paste_masks_rle,
     paste_tight_boxes,
 )
-from .suppression import NMS_TYPES, SCORE_TYPES, mask_nms, maskness, matrix_nms_decay, window_mask_iou
+from .suppression import BOX_NMS_TYPES, NMS_TYPES, SCORE_TYPES, mask_nms, maskness, matrix_nms_decay, window_mask_iou
 
 __all__ = ["check_ranking", "mask_tight_boxes", "nms_first", "nms_groups_first", "paste_masks_binary", "proposals_from_windows"]
 
@@ -117,9 +117,9 @@ def proposals_from_windows(windows: Instances, *, mask_threshold: float = 0.5, n
             mk = maskness(probs, fg).double()
             scores = scores * mk
             rank = F.logsigmoid(obj.double()) + mk.log()
-        if nms_type in ("box", "box_matrix") and nms_per_level_first:
+        if nms_type in BOX_NMS_TYPES and nms_per_level_first:
             keep = nms_groups_first(tight, rank, groups, nms_thresh, max_proposals)
-        elif nms_type in ("box", "box_matrix"):
+        elif nms_type in BOX_NMS_TYPES:
             keep = nms_first(tight, rank, nms_thresh, max_proposals)
         if nms_type == "box_matrix":  # box NMS chose the set; Matrix NMS's decay re-ranks it (<= max_proposals)
             iou = window_mask_iou(fg[keep], boxes[keep], image_size)
@@ -166,7 +166,7 @@ def check_ranking(nms_type: str, score: str, nms_per_level_first: bool = False):
         raise ValueError(f"MODEL.INSTANCEFCN.NMS_TYPE {nms_type!r}: expected one of {NMS_TYPES}")
     if score not in SCORE_TYPES:
         raise ValueError(f"MODEL.INSTANCEFCN.SCORE {score!r}: expected one of {SCORE_TYPES}")
-    if nms_per_level_first and nms_type not in ("box", "box_matrix"):
+    if nms_per_level_first and nms_type not in BOX_NMS_TYPES:
         raise ValueError(f"MODEL.INSTANCEFCN.NMS_PER_LEVEL_FIRST applies to box NMS only, not NMS_TYPE {nms_type!r}")
 
 

@@ -25,10 +25,12 @@ import torch.nn.functional as F
 
 from .mask_rendering import occupied_spans
 
-__all__ = ["MATRIX_NMS_KERNELS", "NMS_TYPES", "SCORE_TYPES", "mask_nms", "maskness", "matrix_nms_decay",
+__all__ = ["BOX_NMS_TYPES", "MATRIX_NMS_KERNELS", "NMS_TYPES", "SCORE_TYPES", "mask_nms", "maskness",
+           "matrix_nms_decay",
            "window_mask_iou"]
 
 NMS_TYPES = ("box", "mask", "matrix", "box_matrix")
+BOX_NMS_TYPES = ("box", "box_matrix")  # the types whose kept set is box NMS's
 SCORE_TYPES = ("objectness", "objectness_maskness")
 MATRIX_NMS_KERNELS = ("linear", "gaussian")
 

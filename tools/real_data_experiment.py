@@ -202,31 +202,31 @@ def _round(v):
     return None if v is None else round(v, 1)  # None: no ground truth in that size range
 
 
-def training_time(log_file):
-    """``{"seconds", "s_per_iter"}`` from detectron2's "Overall training speed" line of a training log
-    (the trainer's own clock, without start-up; the last run in the log)."""
+def last_match(log_file, pattern):
+    """The last match of ``pattern`` in a log file (the last run it logs), or None."""
     import re
 
     found = None
     with open(log_file) as f:
         for line in f:
-            m = re.search(r"Overall training speed: (\d+) iterations in (\d+):(\d+):(\d+) \(([\d.]+) s / it\)", line)
-            if m:
-                h, mi, se = (int(m.group(i)) for i in (2, 3, 4))
-                found = {"seconds": 3600 * h + 60 * mi + se, "s_per_iter": float(m.group(5))}
+            found = re.search(pattern, line) or found
     return found
+
+
+def training_time(log_file):
+    """``{"seconds", "s_per_iter"}`` from detectron2's "Overall training speed" line of a training log
+    (the trainer's own clock, without start-up)."""
+    m = last_match(log_file, r"Overall training speed: (\d+) iterations in (\d+):(\d+):(\d+) \(([\d.]+) s / it\)")
+    if m is None:
+        return None
+    h, mi, se = (int(m.group(i)) for i in (2, 3, 4))
+    return {"seconds": 3600 * h + 60 * mi + se, "s_per_iter": float(m.group(5))}
 
 
 def inference_time(log_file):
     """Seconds per image from detectron2's "Total inference time" line (after its warm-up images)."""
-    import re
-
-    found = None
-    with open(log_file) as f:
-        for line in f:
-            m = re.search(r"Total inference time: .*\(([\d.]+) s / iter per device", line)
-            found = round(float(m.group(1)), 2) if m else found
-    return found
+    m = last_match(log_file, r"Total inference time: .*\(([\d.]+) s / iter per device")
+    return None if m is None else round(float(m.group(1)), 2)
 
 
 def _commit():
