@@ -251,7 +251,14 @@ def main():
     ap.add_argument("--reuse-trained", action="store_true",
                     help="score a run's existing model_final.pth instead of training it again (its log gives the time)")
     ap.add_argument("--runs", nargs="*", default=[], help="run names to (re)do (default: all); others keep their record")
+    ap.add_argument("--data-only", action="store_true",
+                    help="write each set's COCO files and print their --dataset arguments (e.g. for "
+                         "tools/peer_comparison.py); train nothing")
     args = ap.parse_args()
+    if args.data_only:
+        for name in args.sets:
+            print(" ".join(f"--dataset {s}" for s in write_data(name, os.path.join(args.output_dir, name, "data"))))
+        return
     path = os.path.join(REPO, args.results)
     record = {}
     if os.path.isfile(path):

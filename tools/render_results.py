@@ -10,7 +10,8 @@ never the blocks). Blocks and their sources:
 
 * ``quickstart``, ``quickstart_k1``, ``quickstart_variants``: ``results/quickstart.json``
   (tools/quickstart.py): AR of the k = 5 run, the k = 1 ablation, the other models;
-* ``peers``, ``peers_summary``: ``results/peers.json`` (tools/peer_comparison.py): InstanceFCN
+* ``peers``, ``peers_summary``; ``peers_<data>``, ``peers_<data>_summary``: ``results/peers.json``
+  (the quick start), ``results/peers_<data>.json`` (tools/peer_comparison.py): InstanceFCN
   against class-agnostic Mask R-CNN and RPN alone, the lr sweep, and a sentence that reads the
   comparison (README);
 * ``coco_overfit``: ``results/coco_overfit.json`` (tools/coco_overfit.py): per run, the loss
@@ -117,8 +118,8 @@ def quickstart_blocks(record):
 PEER_NAMES = {"instancefcn": "InstanceFCN", "mask_rcnn": "Mask R-CNN (class-agnostic)", "rpn": "RPN alone"}
 
 
-def peers_blocks(record):
-    """``{"peers": tables, "peers_summary": sentences}`` for a results/peers.json record."""
+def peers_blocks(record, name="peers"):
+    """``{name: tables, name + "_summary": sentences}`` for a results/peers*.json record."""
     b, sw = record["budget"], record["sweep"]
     partial = "" if record.get("complete", True) else "**Partial: the run was interrupted; the sides it finished.** "
     lines = [machine_line(record.get("machine")), "", partial + f"`{record['command']}`: {b['images_seen']} images seen "
@@ -140,7 +141,7 @@ def peers_blocks(record):
             lines += [f"Learning-rate sweep ({sw['iters']} iterations each; {sw['rule']}):", "",
                       *table(("model", "lr", "AR@100", "train s", "chosen"), sweep_rows), ""]
         summary.append(_peers_sentence(run, b))
-    return {"peers": "\n".join(lines).rstrip(), "peers_summary": "\n\n".join(summary)}
+    return {name: "\n".join(lines).rstrip(), name + "_summary": "\n\n".join(summary)}
 
 
 def _peers_sentence(run, budget):
@@ -302,10 +303,10 @@ def render_blocks(results_dir):
     if os.path.isfile(path):
         with open(path) as f:
             blocks.update(quickstart_blocks(json.load(f)))
-    path = os.path.join(results_dir, "peers.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            blocks.update(peers_blocks(json.load(f)))
+    for name in sorted(os.listdir(results_dir)):  # peers.json (quick start), peers_<data>.json
+        if name.startswith("peers") and name.endswith(".json"):
+            with open(os.path.join(results_dir, name)) as f:
+                blocks.update(peers_blocks(json.load(f), name[:-len(".json")]))
     path = os.path.join(results_dir, "coco_overfit.json")
     if os.path.isfile(path):
         with open(path) as f:
@@ -321,7 +322,7 @@ def render_blocks(results_dir):
         with open(path) as f:
             blocks["real_data"] = real_data_block(json.load(f), table, machine_line)
     for name in sorted(os.listdir(results_dir)):  # every file: a new experiment's results cannot go unshown
-        if name.endswith(".json") and name not in NOT_GENERIC:
+        if name.endswith(".json") and name not in NOT_GENERIC and not name.startswith("peers"):
             # ranking.json, ranking_<data>.json: tools/ranking_experiment.py on one model each
             render = ranking_block if name.startswith("ranking") else generic_block
             with open(os.path.join(results_dir, name)) as f:

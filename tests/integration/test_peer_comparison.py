@@ -33,7 +33,7 @@ def test_class_agnostic_mapper_maps_every_category_to_zero(synthetic_root, proje
 
 def test_peer_comparison_smoke(synthetic_root, tmp_path):
     from tools.peers import cli
-    from tools.render_results import peers_blocks
+    from tools.render_results import peers_blocks, render_blocks
 
     out = tmp_path / "peers.json"
     record = cli.main(["--smoke", "--datasets", "synthetic_tiny_train:synthetic_tiny_val", "--iters", "2",
@@ -59,6 +59,13 @@ def test_peer_comparison_smoke(synthetic_root, tmp_path):
     blocks = peers_blocks(record)
     assert blocks["peers"].count("\n| RPN alone |") == 3  # one result row, two sweep rows
     assert "against Mask R-CNN" in blocks["peers_summary"] and "against RPN alone" in blocks["peers_summary"]
+    # a results/peers_<data>.json renders as its own pair of blocks, beside the quick start's
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "peers_tiny.json").write_text(out.read_text())
+    rendered = render_blocks(str(results))
+    assert rendered["peers_tiny"] == blocks["peers"] and rendered["peers_tiny_summary"] == blocks["peers_summary"]
+    assert "peers" not in rendered
 
 
 def test_bad_arguments_fail_before_any_work():
@@ -68,3 +75,14 @@ def test_bad_arguments_fail_before_any_work():
         cli.main(["--datasets", "synthetic_train"])
     with pytest.raises(SystemExit, match="SIDE=LR"):
         cli.main(["--lrs", "maskrcnn=0.01"])
+
+
+def test_datasets_are_checked_before_any_work(tmp_path):
+    from tools.peers import cli
+
+    out = tmp_path / "peers.json"
+    with pytest.raises(SystemExit, match="not found"):
+        cli.main(["--dataset", f"mine_train={tmp_path}/missing.json:{tmp_path}", "--out", str(out)])
+    with pytest.raises(SystemExit, match=r"\['nope_val'\].*--dataset NAME="):
+        cli.main(["--datasets", "synthetic_train:nope_val", "--out", str(out)])
+    assert not out.exists()

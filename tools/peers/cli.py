@@ -38,6 +38,24 @@ def parse_datasets(items):
     return pairs
 
 
+def check_datasets(dataset_args, pairs):
+    """Register the ``--dataset`` COCO JSONs, then check that every name of ``pairs`` is a dataset."""
+    from detectron2.data import DatasetCatalog
+
+    from instancefcn_d2.data.cli_datasets import DatasetArgumentError, register_dataset_args
+    from instancefcn_d2.data.datasets import project_dataset_names
+
+    try:
+        register_dataset_args(dataset_args, reserved=project_dataset_names())
+    except DatasetArgumentError as e:
+        raise SystemExit(str(e)) from None
+    known = set(DatasetCatalog.list()) | set(project_dataset_names())
+    unknown = sorted({name for pair in pairs for name in pair} - known)
+    if unknown:
+        raise SystemExit(f"--datasets names {unknown}, which are not datasets: name this project's "
+                         "(e.g. synthetic_train) or register a COCO JSON with --dataset NAME=annotations.json:images_dir")
+
+
 def parse_lrs(items):
     """``["mask_rcnn=0.005,0.01", ...]`` -> ``{"mask_rcnn": (0.005, 0.01)}``."""
     out = {}
@@ -120,9 +138,12 @@ def _config_lr(side, opts):
 
 
 def build_parser(doc):
+    from instancefcn_d2.data.cli_datasets import add_dataset_argument
+
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["synthetic_train:synthetic_val"],
                     help="TRAIN:TEST registered dataset pairs, each compared on its own (default: the quick start's)")
+    add_dataset_argument(ap)  # own COCO JSONs, as train_net.py's --dataset
     ap.add_argument("--sides", nargs="+", choices=list(SIDES), default=list(SIDES))
     ap.add_argument("--iters", type=int, default=None, help="full budget in iterations (default: the configs', which must agree)")
     ap.add_argument("--sweep-iters", type=int, default=80, help="iterations per lr of the sweep (0: no sweep, the configs' lr)")
@@ -146,6 +167,8 @@ def main(argv=None, doc=None):
     from detectron2.utils.logger import setup_logger
 
     from instancefcn_d2.fileio import atomic_write
+
+    check_datasets(args.dataset, pairs)  # before any work: a bad name or file costs nothing
 
     machine = describe_machine("cpu", gemm_sizes=(256,) if args.smoke else None)  # load average first
     for name in ("detectron2", "instancefcn_d2", "fvcore"):
