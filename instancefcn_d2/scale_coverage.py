@@ -55,6 +55,7 @@ class ObjectSizes:
     box_wh: np.ndarray
     image_hw: np.ndarray
     image_index: Optional[np.ndarray] = None  # (N,) which image each object is in, when known
+    box_center: Optional[np.ndarray] = None  # (N, 2) x, y of each box centre, when known
 
     def objects_per_image(self) -> np.ndarray:
         """``(I,)`` number of objects in each image that has any (``image_index`` needed)."""
@@ -74,7 +75,7 @@ class ObjectSizes:
     @classmethod
     def from_dataset_dicts(cls, dicts):
         """Non-crowd boxes of detectron2 dataset dicts (any ``bbox_mode``); empty boxes skipped."""
-        wh, hw, index = [], [], []
+        wh, hw, index, center = [], [], [], []
         for i, d in enumerate(dicts):
             for a in d.get("annotations", ()):
                 if a.get("iscrowd", 0) or "bbox" not in a:
@@ -84,8 +85,9 @@ class ObjectSizes:
                     wh.append((x1 - x0, y1 - y0))
                     hw.append((d["height"], d["width"]))
                     index.append(i)
+                    center.append(((x0 + x1) / 2, (y0 + y1) / 2))
         return cls(np.asarray(wh, np.float64).reshape(-1, 2), np.asarray(hw, np.int64).reshape(-1, 2),
-                   np.asarray(index, np.int64))
+                   np.asarray(index, np.int64), np.asarray(center, np.float64).reshape(-1, 2))
 
 
 @dataclass(frozen=True)

@@ -165,6 +165,30 @@ RUN_STEP_LOG2 = 1.0 / 4  # between the magnifications of a recall plan (the pape
 WINDOWS_PER_OBJECT = 32
 DETECTIONS_PER_OBJECT = 5  # proposals kept per object (COCO's default 100 for ~7-15 objects)
 MIN_CROP_PER_OBJECT = 2.0  # training crops at least this many times the large objects' side
+# Random crops without an object above which the crops are placed on objects (INPUT.CROP.AROUND_OBJECT):
+# when most iterations would see no positive window. The HeLa tiles of tools/real_data_experiment.py
+# (about a quarter empty at the planned crop) met issue 24's goal with crops anywhere; the
+# bacteria colony (most crops empty) did not learn.
+EMPTY_CROP_LIMIT = 0.5
+CROP_GRID = 16  # crop origins per image side at which empty_crop_fraction looks
+
+
+def empty_crop_fraction(objs: ObjectSizes, side: int, grid: int = CROP_GRID) -> Optional[float]:
+    """Fraction of ``side`` x ``side`` crops of the images with objects that hold no object's box
+    centre: crop origins on a ``grid`` x ``grid`` lattice of each image (a uniform random crop),
+    mean over images. None without ``objs.box_center`` / ``image_index``."""
+    if objs.box_center is None or objs.image_index is None or not len(objs):
+        return None
+    empty = []
+    for i in np.unique(objs.image_index):
+        sel = objs.image_index == i
+        (h, w), (cx, cy) = objs.image_hw[sel][0], objs.box_center[sel].T
+        ch, cw = min(side, h), min(side, w)
+        oy, ox = np.linspace(0, h - ch, grid), np.linspace(0, w - cw, grid)
+        in_y = (cy[None] >= oy[:, None]) & (cy[None] < oy[:, None] + ch)  # (grid, n)
+        in_x = (cx[None] >= ox[:, None]) & (cx[None] < ox[:, None] + cw)
+        empty.append(1.0 - (in_y[:, None, :] & in_x[None, :, :]).any(-1).mean())
+    return float(np.mean(empty))
 
 
 def _round_up(x: float, step: int = 100) -> int:
@@ -208,6 +232,9 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
       side ``max_train_side / largest magnification`` is resized to ``crop x magnification``;
       without an explicit ``max_train_side`` the crop is at least twice the large objects
       (95th percentile), and ``MAX_SIZE_TRAIN`` grows to fit it.
+    * **Sparse images**: when more than ``EMPTY_CROP_LIMIT`` of random crops would hold no
+      object (:func:`empty_crop_fraction`), ``INPUT.CROP.AROUND_OBJECT`` places each crop on a
+      random object.
     * **Dense images**: ``TOPK_PER_SCALE`` (windows kept per level and scale) >= 32 x the 95th
       percentile of objects per image, ``TEST.DETECTIONS_PER_IMAGE`` >= 5 x the most objects
       in an image (rounded up to 100; never below the config's ``topk_per_scale`` /
@@ -264,6 +291,9 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
     sizes_text = f"{np.percentile(size, 5):.0f}-{np.percentile(size, 95):.0f} px (5th-95th percentile)"
     bands = ", ".join(f"{a:.0f}-{b:.0f}" for a, b in band)
     overrides = _training_input_overrides(train_scales, cap, crop)
+    empty = None if crop is None else empty_crop_fraction(objs, crop[1][0])
+    if empty is not None:
+        overrides["INPUT.CROP.AROUND_OBJECT"] = bool(empty > EMPTY_CROP_LIMIT)
     overrides.update({
         "MODEL.INSTANCEFCN.TEST_SCALES": list(test_scales),
         "MODEL.INSTANCEFCN.TEST_MAX_SIZE": int(test_max),
@@ -277,6 +307,10 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
     reasons = {
         "INPUT.MIN_SIZE_TRAIN": f"the test magnifications in training ({crop_why})",
         "INPUT.CROP": crop_why,
+        **({} if empty is None else {"INPUT.CROP.AROUND_OBJECT": (
+            f"{100 * empty:.0f}% of random {crop[1][0]} px crops hold no object centre ("
+            + (f"over {100 * EMPTY_CROP_LIMIT:.0f}%: each crop is placed on a random object)" if empty > EMPTY_CROP_LIMIT
+               else f"at most {100 * EMPTY_CROP_LIMIT:.0f}%: crops anywhere, as detectron2's)"))}),
         "MODEL.INSTANCEFCN.TEST_SCALES": f"{mags_why}; times the median shorter side {short:.0f} px",
         "MODEL.INSTANCEFCN.TEST_MAX_SIZE": "the longest side the largest test scale needs"
         + (f" (capped at --max-test-side {max_test_side})" if max_test_side else ""),

@@ -110,3 +110,40 @@ def test_recall_plan_centres_the_objects_in_the_bands():
     assert abs(math.log2(mags[0] / best)) <= 1 / 16 + 0.01  # the planner's grid is 2^(1/8)
     assert margin(mags[0]) >= margin(best) - 1 / 16
     assert margin(mags[0]) > margin(max(grid)) + 0.1  # not the top of the feasible range
+
+
+def test_empty_crop_fraction_matches_every_crop_origin():
+    from instancefcn_d2.scale_planning import empty_crop_fraction
+
+    rng = np.random.default_rng(3)
+    side, size, counts = 20, 61, [1, 3, 6]
+    index = np.repeat(np.arange(len(counts)), counts)
+    centres = rng.uniform(0, size, (len(index), 2))
+    objs = ObjectSizes(np.full((len(index), 2), 4.0), np.tile([size, size], (len(index), 1)), index, centres)
+    empty = []
+    for i in range(len(counts)):  # every integer origin of every image (the grid below is exactly these)
+        c = centres[index == i]
+        holds = [any(ox <= x < ox + side and oy <= y < oy + side for x, y in c)
+                 for oy in range(size - side + 1) for ox in range(size - side + 1)]
+        empty.append(1 - np.mean(holds))
+    assert empty_crop_fraction(objs, side, grid=size - side + 1) == pytest.approx(np.mean(empty))
+
+
+def test_sparse_images_get_crops_placed_on_objects():
+    # 600 x 800 px images with 2-3 objects of 30-40 px in one corner: the cap of 288 px needs crops
+    rng = np.random.default_rng(0)
+    counts = np.array([2, 3, 2, 3])
+    n = counts.sum()
+    side = rng.uniform(30, 40, n)
+    sparse = ObjectSizes(np.stack([side, side], 1), np.tile([600, 800], (n, 1)), np.repeat(np.arange(4), counts),
+                         rng.uniform(20, 120, (n, 2)))
+    plan = plan_for_recall(sparse, FPN, target=0.95, num_scales=5)
+    assert plan.overrides["INPUT.CROP.ENABLED"] and plan.overrides["INPUT.CROP.AROUND_OBJECT"] is True
+    assert "placed on a random object" in plan.reasons["INPUT.CROP.AROUND_OBJECT"]
+    # dense images: the same objects everywhere -> crops anywhere, as detectron2's
+    dense_n = 1200
+    side = rng.uniform(30, 40, dense_n)
+    dense = ObjectSizes(np.stack([side, side], 1), np.tile([600, 800], (dense_n, 1)),
+                        np.repeat(np.arange(4), dense_n // 4), rng.uniform(0, [800, 600], (dense_n, 2)))
+    plan = plan_for_recall(dense, FPN, target=0.95, num_scales=5)
+    assert plan.overrides["INPUT.CROP.ENABLED"] and plan.overrides["INPUT.CROP.AROUND_OBJECT"] is False

@@ -204,7 +204,8 @@ def test_real_data_block_reads_settings_and_judges_the_goal():
                                  "inference_s_per_image": 9.0,
                                  "commit": "b" * 40, **kw}
     rec = {"what": "AR", "budget": "600 iterations", "machine": MACHINE, "sets": {"hela": {
-        "what": "nuclei", "plan_overrides": {"INPUT.CROP.SIZE": "[78, 78]", "INPUT.MIN_SIZE_TRAIN": "[100, 200]",
+        "what": "nuclei", "plan_overrides": {"INPUT.CROP.SIZE": "[78, 78]", "INPUT.CROP.AROUND_OBJECT": "True",
+                                             "INPUT.MIN_SIZE_TRAIN": "[100, 200]",
                                              "MODEL.INSTANCEFCN.TEST_SCALES": "[700]",
                                              "MODEL.INSTANCEFCN.TOPK_PER_SCALE": "500"},
         "runs": {"planned": run(27.0, 30.0, 60.0, eval_command="train_net.py --config-file out/planned.yaml",
@@ -214,9 +215,12 @@ def test_real_data_block_reads_settings_and_judges_the_goal():
                  "hand-picked b": run(20.0, 21.0, 100.0, eval_command="train_net.py")}}}}
     lines = render_real_data(rec).splitlines()
     assert lines[0].startswith("Machine: Test CPU 9000")
-    assert "| planned | 78 | 100,200 | 700 | 500 | 1.0 | 27.0 | 60.0 | 30.0 | 50 | 9.0 | bbbbbbb |" in lines
-    assert "| hand-picked a | 96 | 200,400 | 640,800 | 1000 | 1.0 | 30.0 | 60.0 | 31.0 | 100.0 | 9.0 | bbbbbbb |" in lines
-    assert "| hand-picked b | config | config | config | config | 1.0 | 20.0 | 60.0 | 21.0 | 100.0 | 9.0 | bbbbbbb |" in lines
+    assert ("| planned | 78 | on an object | 100,200 | 700 | 500 | 1.0 | 27.0 | 60.0 | 30.0 | 50 | 9.0 | bbbbbbb |"
+            in lines)
+    assert ("| hand-picked a | 96 | anywhere | 200,400 | 640,800 | 1000 | 1.0 | 30.0 | 60.0 | 31.0 | 100.0 | 9.0 "
+            "| bbbbbbb |" in lines)
+    assert ("| hand-picked b | config | anywhere | config | config | config | 1.0 | 20.0 | 60.0 | 21.0 | 100.0 | 9.0 "
+            "| bbbbbbb |" in lines)
     # The crossed run does not count as a hand-picked model; (100^2 + 200^2) / (200^2 + 400^2) = 0.25.
     assert lines[-1] == ("Planned vs the best hand-picked run (`hand-picked a`): mask AR@100 90.0 %, training "
                          "time 0.50 x, training input area per iteration 0.25 x (goal: >= 90 % at no larger "

@@ -1,0 +1,63 @@
+"""``INPUT.CROP.AROUND_OBJECT``: the training crop holds a random object's centre, through the
+dataset mapper as training builds it; the origin rule against a brute-force enumeration."""
+import cv2
+import numpy as np
+import pytest
+
+import instancefcn_d2  # noqa: F401
+from detectron2.structures import BoxMode
+from detectron2.utils.env import seed_all_rng
+
+from instancefcn_d2 import InstanceFCNDatasetMapper
+from instancefcn_d2.data.object_crop import crop_origin_range
+
+CROP = 32
+
+
+@pytest.mark.parametrize("crop,size", [(32, 100), (100, 100), (7, 9), (1, 5)])
+def test_crop_origin_range_is_every_origin_that_holds_the_centre(crop, size):
+    for center in [*np.arange(0, size, 0.25), size - 1e-3]:
+        brute = [o for o in range(0, size - crop + 1) if o <= center < o + crop]
+        lo, hi = crop_origin_range(center, crop, size)
+        assert list(range(lo, hi + 1)) == brute, center
+
+
+def _record(tmp_path, boxes):
+    """A 256 x 320 image with a square object per XYXY box (its polygon and box)."""
+    path = tmp_path / "sparse.png"
+    cv2.imwrite(str(path), np.random.RandomState(0).randint(0, 256, (256, 320, 3), np.uint8))
+    annos = [{"bbox": [x0, y0, x1 - x0, y1 - y0], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 0,
+              "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]} for x0, y0, x1, y1 in boxes]
+    return {"file_name": str(path), "height": 256, "width": 320, "image_id": 1, "annotations": annos}
+
+
+def _mapper(project_cfg, around):
+    cfg = project_cfg(opts=["INPUT.CROP.ENABLED", "True", "INPUT.CROP.TYPE", "absolute", "INPUT.CROP.SIZE",
+                            f"({CROP}, {CROP})", "INPUT.MIN_SIZE_TRAIN", f"({CROP},)", "INPUT.MAX_SIZE_TRAIN", str(CROP),
+                            "INPUT.CROP.AROUND_OBJECT", str(around), "INPUT.RANDOM_FLIP", "none"])
+    return InstanceFCNDatasetMapper(cfg, True)
+
+
+def test_crop_around_object_holds_an_object_of_a_sparse_image(project_cfg, tmp_path):
+    # two 12-px objects far apart in a large empty field
+    record = _record(tmp_path, [(10, 20, 22, 32), (290, 220, 302, 232)])
+    seed_all_rng(0)
+    placed = [_mapper(project_cfg, True)(dict(record)) for _ in range(40)]
+    seed_all_rng(0)
+    anywhere = [_mapper(project_cfg, False)(dict(record)) for _ in range(40)]
+    for out in placed + anywhere:
+        assert tuple(out["image"].shape[1:]) == (CROP, CROP)
+    centres = [out["instances"].gt_boxes.get_centers() for out in placed]
+    # every placed crop holds an object's centre, so some of the object
+    assert all(len(c) >= 1 for c in centres)
+    sides = {round(float(out["instances"].gt_boxes.area().max()) ** 0.5) for out in placed}
+    assert max(sides) == 12  # at least one crop holds a whole object
+    # the plain random crop is empty most of the time on this image (why the option exists)
+    assert sum(len(out["instances"]) > 0 for out in anywhere) < 10
+
+
+def test_crop_around_object_without_objects_is_the_plain_crop(project_cfg, tmp_path):
+    record = _record(tmp_path, [])
+    seed_all_rng(0)
+    out = _mapper(project_cfg, True)(dict(record))
+    assert tuple(out["image"].shape[1:]) == (CROP, CROP) and len(out["instances"]) == 0
