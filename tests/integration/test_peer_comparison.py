@@ -31,6 +31,29 @@ def test_class_agnostic_mapper_maps_every_category_to_zero(synthetic_root, proje
         assert agnostic.gt_masks.polygons  # masks kept: Mask R-CNN's targets
 
 
+def test_class_agnostic_mapper_reads_rle_masks(project_cfg, tmp_path):
+    import cv2
+    import numpy as np
+    from detectron2.structures import BitMasks, BoxMode
+    from pycocotools import mask as mask_util
+
+    from tools.peers.training import ClassAgnosticDatasetMapper
+
+    mask = np.zeros((40, 48), np.uint8)
+    mask[5:20, 8:30] = 1
+    rle = mask_util.encode(np.asfortranarray(mask))
+    rle["counts"] = rle["counts"].decode()
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), np.full((40, 48, 3), 128, np.uint8))
+    record = {"file_name": str(path), "height": 40, "width": 48, "image_id": 1, "annotations": [
+        {"bbox": [8, 5, 22, 15], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 3, "iscrowd": 0, "segmentation": rle}]}
+    cfg = project_cfg("configs/peers/MaskRCNN-VGG16-FPN-synthetic.yaml",
+                      ["INPUT.MIN_SIZE_TRAIN", "(40,)", "INPUT.MAX_SIZE_TRAIN", "48", "INPUT.RANDOM_FLIP", "none"])
+    out = ClassAgnosticDatasetMapper(cfg, True)(record)["instances"]
+    assert isinstance(out.gt_masks, BitMasks) and out.gt_classes.tolist() == [0]
+    assert out.gt_masks.tensor[0].numpy().astype(np.uint8).tolist() == mask.tolist()
+
+
 def test_peer_comparison_smoke(synthetic_root, tmp_path):
     from tools.peers import cli
     from tools.render_results import peers_blocks, render_blocks

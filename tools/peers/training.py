@@ -22,9 +22,16 @@ logger = logging.getLogger("instancefcn_d2.peers")
 
 
 class ClassAgnosticDatasetMapper(DatasetMapper):
-    """detectron2's ``DatasetMapper`` with every instance's ``gt_classes`` set to 0."""
+    """detectron2's ``DatasetMapper`` with every instance's ``gt_classes`` set to 0; an image
+    with RLE masks (label images converted to COCO, e.g. the microscopy sets) gets
+    ``BitMasks``, which detectron2 only does when told (``INPUT.MASK_FORMAT``) for all images."""
 
     def __call__(self, dataset_dict):
+        if not hasattr(self, "_configured_mask_format"):
+            self._configured_mask_format = self.instance_mask_format
+        rle = any(isinstance(a.get("segmentation"), dict) and not a.get("iscrowd", 0)  # (crowds: dropped)
+                  for a in dataset_dict.get("annotations", ()))
+        self.instance_mask_format = "bitmask" if rle else self._configured_mask_format
         out = super().__call__(dataset_dict)
         if "instances" in out:
             out["instances"].gt_classes = torch.zeros_like(out["instances"].gt_classes)
