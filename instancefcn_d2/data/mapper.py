@@ -38,7 +38,7 @@ from pycocotools import mask as mask_util
 from .categories import UNSEEN_AS, contiguous_category_ids
 from .object_crop import RandomCropAroundObject
 
-__all__ = ["InstanceFCNDatasetMapper", "clean_annotations"]
+__all__ = ["InstanceFCNDatasetMapper", "clean_annotations", "has_rle_object_masks"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,12 @@ def clean_annotations(annotations, file_name: str = "", image_size=None):
             "as ignore regions (like crowds)."
         )
     return kept, dropped + wrong_size
+
+
+def has_rle_object_masks(annotations) -> bool:
+    """Whether an object (not a crowd) has an RLE mask: the image then needs ``BitMasks`` for
+    all its objects (``PolygonMasks`` cannot hold RLE)."""
+    return any(isinstance(a.get("segmentation"), dict) and not a.get("iscrowd", 0) for a in annotations)
 
 
 class _BadAnnotations(ValueError):
@@ -165,9 +171,7 @@ class InstanceFCNDatasetMapper(DatasetMapper):
         dataset_dict["crowd_boxes"] = Boxes(torch.as_tensor(crowd_boxes, dtype=torch.float32))
 
         # A non-polygon (RLE) object mask anywhere in the image means BitMasks for all of them.
-        mask_format = self.instance_mask_format
-        if any(not isinstance(a.get("segmentation", []), list) for a in objects):
-            mask_format = "bitmask"
+        mask_format = "bitmask" if has_rle_object_masks(objects) else self.instance_mask_format
         annos = [
             utils.transform_instance_annotations(a, transforms, image_shape) for a in objects
         ]

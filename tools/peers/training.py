@@ -14,6 +14,7 @@ from detectron2.data import DatasetMapper
 from detectron2.utils.env import seed_all_rng
 
 from instancefcn_d2.data import register_project_datasets
+from instancefcn_d2.data.mapper import has_rle_object_masks
 from instancefcn_d2.engine import Trainer, check_config
 
 __all__ = ["ClassAgnosticDatasetMapper", "PeerTrainer", "train_and_score"]
@@ -26,12 +27,13 @@ class ClassAgnosticDatasetMapper(DatasetMapper):
     with RLE masks (label images converted to COCO, e.g. the microscopy sets) gets
     ``BitMasks``, which detectron2 only does when told (``INPUT.MASK_FORMAT``) for all images."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.configured_mask_format = self.instance_mask_format
+
     def __call__(self, dataset_dict):
-        if not hasattr(self, "_configured_mask_format"):
-            self._configured_mask_format = self.instance_mask_format
-        rle = any(isinstance(a.get("segmentation"), dict) and not a.get("iscrowd", 0)  # (crowds: dropped)
-                  for a in dataset_dict.get("annotations", ()))
-        self.instance_mask_format = "bitmask" if rle else self._configured_mask_format
+        rle = has_rle_object_masks(dataset_dict.get("annotations", ()))
+        self.instance_mask_format = "bitmask" if rle else self.configured_mask_format
         out = super().__call__(dataset_dict)
         if "instances" in out:
             out["instances"].gt_classes = torch.zeros_like(out["instances"].gt_classes)
