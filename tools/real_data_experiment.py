@@ -35,6 +35,7 @@ from collections import namedtuple
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/quickstart/InstanceFCN-VGG16-FPN-synthetic.yaml"
 AR_KEYS = ("AR@10", "AR@100", "AR@1000")
+DEFAULT_SEED = 42  # the configs' SEED
 STEP = 2 ** 0.25  # between magnifications, as the paper's pyramid and the planner
 
 Setup = namedtuple("Setup", "crop train_scales test_mags topk around_object", defaults=(False,))
@@ -165,14 +166,17 @@ def run_set(name, args, record, save):
     runs = {k: runs[k] for k in sorted(runs, key=lambda k: (k not in first, "model" not in k))}
     budget = ["SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", f"({int(args.iters * 0.8)},)",
               "SOLVER.WARMUP_ITERS", str(min(50, args.iters // 5)), "SOLVER.CHECKPOINT_PERIOD", str(args.iters)]
+    if args.runs:  # the others keep their record
+        runs = {k: v for k, v in runs.items() if k in args.runs}
+    if args.seed != DEFAULT_SEED:  # another draw of the same runs: its own names and model folders
+        budget += ["SEED", str(args.seed)]
+        runs = {f"{k} seed {args.seed}": (c, f"{d}_seed{args.seed}", *rest) for k, (c, d, *rest) in runs.items()}
     entry = record.setdefault("sets", {}).setdefault(name, {"runs": {}})
     entry.update({"what": spec["what"], "plan_command": rel(plan_cmd[1:]),
                   "plan": {k: plan[k] for k in ("coverage_before", "coverage_after", "objective", "reasons", "notes")
                            if k in plan},
                   "plan_overrides": {k: str(v) for k, v in p.items()}})
     for run, (config, model_dir, trains, train_extra, test_extra) in runs.items():
-        if args.runs and run not in args.runs:
-            continue
         run_dir = os.path.join(out, model_dir)
         eval_dir = os.path.join(out, "eval_" + run.replace(" ", "_").replace(",", ""))
         train_s = None
@@ -255,6 +259,8 @@ def main():
     ap.add_argument("--reuse-trained", action="store_true",
                     help="score a run's existing model_final.pth instead of training it again (its log gives the time)")
     ap.add_argument("--runs", nargs="*", default=[], help="run names to (re)do (default: all); others keep their record")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                    help="another seed: the runs are recorded as 'NAME seed N' beside the seed-42 ones")
     ap.add_argument("--data-only", action="store_true",
                     help="write each set's COCO files and print their --dataset arguments (e.g. for "
                          "tools/peer_comparison.py); train nothing")
@@ -273,7 +279,8 @@ def main():
     record.update({
         "what": "class-agnostic AR (percent) on real validation images, the main quick-start config (VGG-16-FPN) "
                 "with hand-picked multi-scale setups vs the route planned by tools/plan_scales.py",
-        "budget": f"{args.iters} iterations at batch 1 each on the training split, SEED 42, ImageNet VGG-16 start; "
+        "budget": f"{args.iters} iterations at batch 1 each on the training split, SEED {DEFAULT_SEED} unless a run's "
+                  "name says another, ImageNet VGG-16 start; "
                   "seconds are whole processes (start-up included)",
         "iters": args.iters, "machine": machine,
     })
