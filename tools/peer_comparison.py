@@ -10,8 +10,9 @@ the same data, VGG-16-FPN, ImageNet start and number of images seen.
 Sides (tools/peers/sides.py): InstanceFCN (configs/quickstart/InstanceFCN-VGG16-FPN-synthetic.yaml
 as is), detectron2's Mask R-CNN made class-agnostic and detectron2's RPN alone
 (configs/peers/*.yaml: detectron2's defaults scaled to the budget). For each side a short
-learning-rate sweep (--sweep-iters per lr; schedule scaled), the lr with the best AR@100 on the
-test set, then the full budget (--iters, default the configs' MAX_ITER, which must agree) at
+learning-rate sweep (--sweep-iters per lr; schedule scaled) trained on the training set less its
+last images (--sweep-holdout) and scored on those, the lr with the best AR@100 there, then the
+full budget on the whole training set (--iters, default the configs' MAX_ITER, which must agree) at
 that lr. Each model is scored by SegmentProposalEvaluator (mask and box AR@10/100/1000 and by
 size; RPN: boxes only); training seconds (wall clock) and inference seconds per image (the
 model's forward) are recorded with the machine (tools/machine.py). Run it alone on the machine

@@ -67,6 +67,10 @@ def test_peer_comparison_smoke(synthetic_root, tmp_path):
     assert record["machine"]["git_commit"]
     (run,) = record["runs"]
     assert (run["train"], run["test"]) == ("synthetic_tiny_train", "synthetic_tiny_val")
+    # the sweep chose on the last of the 6 training images (the default 20 %), not on the test set
+    assert run["sweep_split"] == {"train": "synthetic_tiny_train__sweep_fit", "images": 5,
+                                  "held_out": "synthetic_tiny_train__sweep_holdout", "held_out_images": 1}
+    assert "held out" in record["sweep"]["rule"]
     sides = run["sides"]
     assert list(sides) == ["instancefcn", "mask_rcnn", "rpn"]
     for name, side in sides.items():

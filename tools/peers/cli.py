@@ -1,5 +1,6 @@
-"""Command line of the peer comparison: a short learning-rate sweep per side, then each side's
-full budget at its chosen lr, on each (train, test) dataset pair; one results file."""
+"""Command line of the peer comparison: a short learning-rate sweep per side (chosen on a split
+held out of the training set), then each side's full budget at its chosen lr, on each (train,
+test) dataset pair; one results file."""
 import argparse
 import json
 import logging
@@ -101,12 +102,20 @@ def compare(sides, train, test, args, lrs, out, save):
     ``save()`` after each side, so that an interrupted run keeps the sides it finished."""
     from tools.peers.training import train_and_score
 
+    from instancefcn_d2.data import register_project_datasets
+    from tools.peers.holdout import register_holdout_split
+
     out.update({"train": train, "test": test, "sides": {}})
+    sweep_train, sweep_test = train, test
+    if args.sweep_iters and args.sweep_holdout:
+        register_project_datasets(names=[train])  # a project set registers on first use
+        sweep_train, sweep_test, n_fit, n_holdout = register_holdout_split(train, args.sweep_holdout)
+        out["sweep_split"] = {"train": sweep_train, "images": n_fit, "held_out": sweep_test, "held_out_images": n_holdout}
     for side in sides:
         spec = SIDES[side]
         sweep = []
         for lr in lrs.get(side, spec.lrs) if args.sweep_iters else ():
-            cfg = side_cfg(side, train, test, args.sweep_iters, lr,
+            cfg = side_cfg(side, sweep_train, sweep_test, args.sweep_iters, lr,
                            os.path.join(args.output_root, test, side, f"sweep_lr{lr:g}"), args.opts + SWEEP_OPTS[side])
             r = train_and_score(cfg, spec.peer)
             task = "mask" if spec.select == "segm_proposals" else "box"
@@ -147,6 +156,9 @@ def build_parser(doc):
     ap.add_argument("--sides", nargs="+", choices=list(SIDES), default=list(SIDES))
     ap.add_argument("--iters", type=int, default=None, help="full budget in iterations (default: the configs', which must agree)")
     ap.add_argument("--sweep-iters", type=int, default=80, help="iterations per lr of the sweep (0: no sweep, the configs' lr)")
+    ap.add_argument("--sweep-holdout", type=float, default=0.2,
+                    help="fraction of the training images (the last ones) the sweep holds out and chooses on; "
+                         "0: it chooses on the test set")
     ap.add_argument("--lrs", nargs="*", metavar="SIDE=LR,LR", help="override a side's swept learning rates")
     ap.add_argument("--output-root", default="output/peers")
     ap.add_argument("--out", default="results/peers.json")
@@ -158,6 +170,8 @@ def build_parser(doc):
 def main(argv=None, doc=None):
     args = build_parser(doc).parse_args(argv)
     args.opts = (SMOKE_OPTS if args.smoke else []) + list(args.opts)
+    if not 0 <= args.sweep_holdout < 1:
+        raise SystemExit(f"--sweep-holdout: a fraction in [0, 1), got {args.sweep_holdout}")
     pairs = parse_datasets(args.datasets)
     lrs = parse_lrs(args.lrs)
     sys.path.insert(0, os.path.join(REPO, "tools"))
@@ -188,9 +202,11 @@ def main(argv=None, doc=None):
         "metric": "class-agnostic AR (%), IoU 0.50:0.05:0.95, SegmentProposalEvaluator; mask and box",
         "budget": {"iters": args.iters, "ims_per_batch": batch, "images_seen": args.iters * batch},
         "sweep": {"iters": args.sweep_iters, "images_seen": args.sweep_iters * batch,
-                  "rule": f"highest {SELECT_METRIC} on the test set (mask AR for mask models, box AR for RPN) "
-                          "after the short budget, the same rule for every side; no held-out split; "
-                          "the sweep keeps each model's top 100 (its AR@100 unchanged)"},
+                  "rule": f"highest {SELECT_METRIC} (mask AR for mask models, box AR for RPN) after the short budget, "
+                          + (f"trained on the first {1 - args.sweep_holdout:.0%} of the training images and scored on the "
+                             "last ones (held out; the test set is not looked at)" if args.sweep_holdout else
+                             "scored on the test set (no held-out split)")
+                          + "; the same rule for every side; the sweep keeps each model's top 100 (its AR@100 unchanged)"},
         "runs": [], "complete": False,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
