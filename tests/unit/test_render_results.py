@@ -227,6 +227,16 @@ def test_real_data_block_reads_settings_and_judges_the_goal():
                          "training input: met).")
     rec["sets"]["hela"]["runs"]["planned"]["mask"]["AR@100"] = 26.9
     assert render_real_data(rec).splitlines()[-1].endswith("NOT met).")
+    # A second seed of a setup: its runs are rows of their own, and the verdict takes each
+    # setup's mean: planned (26.9 + 33.1) / 2 = 30 against a's (30 + 34) / 2 = 32 (b stays behind).
+    runs = rec["sets"]["hela"]["runs"]
+    runs["planned seed 7"] = run(33.1, 30.0, 60.0, eval_command="train_net.py --config-file out/planned.yaml")
+    runs["hand-picked a seed 7"] = run(34.0, 31.0, 100.0, train_command=hand_cmd, eval_command=hand_cmd)
+    lines = render_real_data(rec).splitlines()
+    assert any(line.startswith("| planned seed 7 | 78 |") for line in lines)
+    assert lines[-1].startswith("Planned vs the best hand-picked run (`hand-picked a`): mask AR@100 93.8 % (means over "
+                                "seeds; per seed: planned 26.9 / 33.1, `hand-picked a` 30.0 / 34.0), training time 0.50 x")
+    assert lines[-1].endswith(": met).")
     assert "real_data_experiment.py" in render_real_data({"runs": {}})
 
 
