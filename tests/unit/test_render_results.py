@@ -237,6 +237,15 @@ def test_real_data_block_reads_settings_and_judges_the_goal():
     assert lines[-1].startswith("Planned vs the best hand-picked run (`hand-picked a`): mask AR@100 93.8 % (means over "
                                 "seeds; per seed: planned 26.9 / 33.1, `hand-picked a` 30.0 / 34.0), training time 0.50 x")
     assert lines[-1].endswith(": met).")
+
+
+def test_real_data_file_of_another_model_renders_as_its_own_block(tmp_path):
+    """results/real_data_<model>.json (tools/real_data_experiment.py --config-file ...) renders
+    through the real-data renderer as block ``real_data_<model>``, not as a generic dump."""
+    rec = json.loads(open(os.path.join(REPO, "results", "real_data.json")).read())
+    (tmp_path / "real_data_vgg16.json").write_text(json.dumps(rec))
+    blocks = R.render_blocks(str(tmp_path))
+    assert set(blocks) == {"real_data_vgg16"} and blocks["real_data_vgg16"] == render_real_data(rec)
     assert "real_data_experiment.py" in render_real_data({"runs": {}})
 
 
