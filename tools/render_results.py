@@ -138,7 +138,10 @@ def peers_blocks(record, name="peers"):
                        s["train_s"], "yes" if s["lr"] == v["lr"] else "")
                       for k, v in sides.items() for s in v["sweep"]]
         if sweep_rows:
-            lines += [f"Learning-rate sweep ({sw['iters']} iterations each; {sw['rule']}):", "",
+            split = run.get("sweep_split")
+            where = (f"; trained on {split['images']} images of `{run['train']}` and scored on the other "
+                     f"{split['held_out_images']}" if split else "")
+            lines += [f"Learning-rate sweep ({sw['iters']} iterations each; {sw['rule']}{where}):", "",
                       *table(("model", "lr", "AR@100", "train s", "chosen"), sweep_rows), ""]
         summary.append(_peers_sentence(run, b))
     return {name: "\n".join(lines).rstrip(), name + "_summary": "\n\n".join(summary)}

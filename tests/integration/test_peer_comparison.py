@@ -85,6 +85,7 @@ def test_peer_comparison_smoke(synthetic_root, tmp_path):
 
     blocks = peers_blocks(record)
     assert blocks["peers"].count("\n| RPN alone |") == 3  # one result row, two sweep rows
+    assert "trained on 5 images of `synthetic_tiny_train` and scored on the other 1)" in blocks["peers"]
     assert "against Mask R-CNN" in blocks["peers_summary"] and "against RPN alone" in blocks["peers_summary"]
     # a results/peers_<data>.json renders as its own pair of blocks, beside the quick start's
     results = tmp_path / "results"
