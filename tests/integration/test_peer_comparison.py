@@ -82,10 +82,16 @@ def test_peer_comparison_smoke(synthetic_root, tmp_path):
     assert [s["lr"] for s in sides["rpn"]["sweep"]] == [0.005, 0.01]
     assert list(sides["instancefcn"]["mask"]) == AR_KEYS and list(sides["mask_rcnn"]["mask"]) == AR_KEYS
     assert sides["rpn"]["mask"] is None  # boxes only
+    # InstanceFCN again for as many iterations as Mask R-CNN's training seconds allow
+    eq = run["equal_time"]
+    assert eq["iters"] == max(1, round(2 * sides["mask_rcnn"]["train_s"] / sides["instancefcn"]["train_s"]))
+    assert eq["lr"] == sides["instancefcn"]["lr"] and list(eq["mask"]) == AR_KEYS and eq["train_s"] > 0
 
     blocks = peers_blocks(record)
     assert blocks["peers"].count("\n| RPN alone |") == 3  # one result row, two sweep rows
     assert "trained on 5 images of `synthetic_tiny_train` and scored on the other 1)" in blocks["peers"]
+    assert f"\n| InstanceFCN at Mask R-CNN (class-agnostic)'s training time ({eq['iters']} iterations) |" in blocks["peers"]
+    assert f"At Mask R-CNN (class-agnostic)'s training time ({eq['iters']} iterations" in blocks["peers_summary"]
     assert "against Mask R-CNN" in blocks["peers_summary"] and "against RPN alone" in blocks["peers_summary"]
     # a results/peers_<data>.json renders as its own pair of blocks, beside the quick start's
     results = tmp_path / "results"

@@ -137,7 +137,29 @@ def compare(sides, train, test, args, lrs, out, save):
         logger.info(f"{test} / {side}: lr {cfg.SOLVER.BASE_LR}, mask {r['mask']}, box {r['box']}, "
                     f"train {r['train_s']} s, {r['infer_s_per_image']} s / image")
         save()
+    if args.equal_time and {"instancefcn", "mask_rcnn"} <= set(out["sides"]):
+        out["equal_time"] = at_equal_time(out["sides"], train, test, args)
+        save()
     return out
+
+
+def at_equal_time(sides, train, test, args):
+    """InstanceFCN again at its chosen lr, for as many iterations as fit in Mask R-CNN's
+    measured training time (the issue's goal compares at equal training time; the table at
+    equal images seen)."""
+    from tools.peers.training import train_and_score
+
+    ifcn, peer = sides["instancefcn"], sides["mask_rcnn"]
+    iters = max(1, round(args.iters * peer["train_s"] / ifcn["train_s"]))
+    cfg = side_cfg("instancefcn", train, test, iters, ifcn["lr"],
+                   os.path.join(args.output_root, test, "instancefcn_equal_time"), args.opts)
+    r = train_and_score(cfg, SIDES["instancefcn"].peer)
+    if r["diverged"]:
+        raise SystemExit(f"instancefcn: the equal-time run diverged at lr {ifcn['lr']}")
+    logger.info(f"{test} / instancefcn at mask_rcnn's training time: {iters} iterations, mask {r['mask']}")
+    return {"side": "instancefcn", "against": "mask_rcnn", "iters": iters, "lr": ifcn["lr"],
+            "rule": f"iterations = {args.iters} x Mask R-CNN's / InstanceFCN's training seconds, the schedule scaled",
+            "mask": r["mask"], "box": r["box"], "train_s": r["train_s"], "infer_s_per_image": r["infer_s_per_image"]}
 
 
 def _config_lr(side, opts):
@@ -159,6 +181,8 @@ def build_parser(doc):
     ap.add_argument("--sweep-holdout", type=float, default=0.2,
                     help="fraction of the training images (the last ones) the sweep holds out and chooses on; "
                          "0: it chooses on the test set")
+    ap.add_argument("--no-equal-time", dest="equal_time", action="store_false",
+                    help="skip InstanceFCN's extra run at Mask R-CNN's training time")
     ap.add_argument("--lrs", nargs="*", metavar="SIDE=LR,LR", help="override a side's swept learning rates")
     ap.add_argument("--output-root", default="output/peers")
     ap.add_argument("--out", default="results/peers.json")
