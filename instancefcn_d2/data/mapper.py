@@ -30,13 +30,12 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
-from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, Boxes
 from detectron2.structures.masks import polygon_area
 from pycocotools import mask as mask_util
 
 from .categories import UNSEEN_AS, contiguous_category_ids
-from .object_crop import RandomCropAroundObject
+from .object_crop import object_boxes, place_crop_on_objects, set_crop_objects
 
 __all__ = ["InstanceFCNDatasetMapper", "clean_annotations", "has_rle_object_masks"]
 
@@ -126,17 +125,12 @@ class InstanceFCNDatasetMapper(DatasetMapper):
         ret["unseen_as"] = cfg.DATASETS.TRAIN_UNSEEN_AS
         if is_train:
             ret["train_category_ids"] = contiguous_category_ids(cfg.DATASETS.TRAIN, cfg.DATASETS.TRAIN_CATEGORY_IDS)
-            if cfg.INPUT.CROP.ENABLED and cfg.INPUT.CROP.AROUND_OBJECT:
-                augs = ret["augmentations"]  # detectron2 puts its RandomCrop first
-                assert isinstance(augs[0], T.RandomCrop), augs
-                augs[0] = RandomCropAroundObject(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE)
+            place_crop_on_objects(cfg, ret["augmentations"])
         return ret
 
     def _object_boxes(self, dataset_dict):
         """``(N, 4)`` XYXY boxes of the objects this mapper trains on (not crowds), image coordinates."""
-        annos = [a for a in self._select_categories(dataset_dict.get("annotations", ())) if not a.get("iscrowd", 0)]
-        return np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos],
-                        dtype=np.float64).reshape(-1, 4)
+        return object_boxes(self._select_categories(dataset_dict.get("annotations", ())))
 
     def _select_categories(self, annos):
         """Drop, or turn into ignore regions, the annotations of categories not trained on."""
@@ -187,8 +181,8 @@ class InstanceFCNDatasetMapper(DatasetMapper):
         dataset_dict["instances"] = utils.filter_empty_instances(instances)
 
     def __call__(self, dataset_dict):
-        if self.is_train and self.augmentations.augs and isinstance(self.augmentations.augs[0], RandomCropAroundObject):
-            self.augmentations.augs[0].boxes = self._object_boxes(dataset_dict)
+        if self.is_train:
+            set_crop_objects(self.augmentations, lambda: self._object_boxes(dataset_dict))
         try:
             return super().__call__(dataset_dict)  # it deep-copies before changing anything
         except (OSError, SyntaxError, ValueError) as e:

@@ -10,8 +10,9 @@ it is close to a plain random crop. An image without objects gets the plain rand
 import numpy as np
 
 from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
 
-__all__ = ["RandomCropAroundObject", "crop_origin_range"]
+__all__ = ["RandomCropAroundObject", "crop_origin_range", "object_boxes", "place_crop_on_objects", "set_crop_objects"]
 
 
 def crop_origin_range(center: float, crop: int, size: int):
@@ -42,3 +43,25 @@ class RandomCropAroundObject(T.RandomCrop):
         if ylo > yhi or xlo > xhi:  # a centre outside the image (an annotation beyond its edge)
             return super().get_transform(image)
         return T.CropTransform(np.random.randint(xlo, xhi + 1), np.random.randint(ylo, yhi + 1), cw, ch)
+
+
+def place_crop_on_objects(cfg, augmentations):
+    """With ``INPUT.CROP.AROUND_OBJECT``, replace detectron2's training ``RandomCrop`` (first
+    in the list ``DatasetMapper.from_config`` builds) by :class:`RandomCropAroundObject`."""
+    if cfg.INPUT.CROP.ENABLED and cfg.INPUT.CROP.AROUND_OBJECT:
+        assert isinstance(augmentations[0], T.RandomCrop), augmentations
+        augmentations[0] = RandomCropAroundObject(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE)
+    return augmentations
+
+
+def set_crop_objects(augmentations, boxes):
+    """Hand ``boxes()`` (``(N, 4)`` XYXY, image coordinates; called only when needed) to the
+    object crop of a mapper's ``AugmentationList``, if it has one, just before the mapper runs it."""
+    if augmentations.augs and isinstance(augmentations.augs[0], RandomCropAroundObject):
+        augmentations.augs[0].boxes = boxes()
+
+
+def object_boxes(annotations):
+    """``(N, 4)`` XYXY boxes of the non-crowd objects of detectron2 annotation dicts."""
+    return np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations
+                     if not a.get("iscrowd", 0)], dtype=np.float64).reshape(-1, 4)

@@ -1,5 +1,8 @@
 """``INPUT.CROP.AROUND_OBJECT``: the training crop holds a random object's centre, through the
 dataset mapper as training builds it; the origin rule against a brute-force enumeration."""
+import os
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from instancefcn_d2 import InstanceFCNDatasetMapper
 from instancefcn_d2.data.object_crop import crop_origin_range
 
 CROP = 32
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # tools.peers
 
 
 @pytest.mark.parametrize("crop,size", [(32, 100), (100, 100), (7, 9), (1, 5)])
@@ -31,20 +35,27 @@ def _record(tmp_path, boxes):
     return {"file_name": str(path), "height": 256, "width": 320, "image_id": 1, "annotations": annos}
 
 
-def _mapper(project_cfg, around):
-    cfg = project_cfg(opts=["INPUT.CROP.ENABLED", "True", "INPUT.CROP.TYPE", "absolute", "INPUT.CROP.SIZE",
-                            f"({CROP}, {CROP})", "INPUT.MIN_SIZE_TRAIN", f"({CROP},)", "INPUT.MAX_SIZE_TRAIN", str(CROP),
-                            "INPUT.CROP.AROUND_OBJECT", str(around), "INPUT.RANDOM_FLIP", "none"])
-    return InstanceFCNDatasetMapper(cfg, True)
+def _mapper(project_cfg, around, peer=False):
+    """The project's training mapper, or (``peer``) the one the peer comparison gives detectron2's
+    Mask R-CNN, so that both sides of that comparison crop the same way."""
+    from tools.peers.training import ClassAgnosticDatasetMapper
+
+    opts = ["INPUT.CROP.ENABLED", "True", "INPUT.CROP.TYPE", "absolute", "INPUT.CROP.SIZE", f"({CROP}, {CROP})",
+            "INPUT.MIN_SIZE_TRAIN", f"({CROP},)", "INPUT.MAX_SIZE_TRAIN", str(CROP),
+            "INPUT.CROP.AROUND_OBJECT", str(around), "INPUT.RANDOM_FLIP", "none"]
+    if peer:
+        return ClassAgnosticDatasetMapper(project_cfg("configs/peers/MaskRCNN-VGG16-FPN-synthetic.yaml", opts), True)
+    return InstanceFCNDatasetMapper(project_cfg(opts=opts), True)
 
 
-def test_crop_around_object_holds_an_object_of_a_sparse_image(project_cfg, tmp_path):
+@pytest.mark.parametrize("peer", [False, True], ids=["instancefcn", "peer"])
+def test_crop_around_object_holds_an_object_of_a_sparse_image(project_cfg, tmp_path, peer):
     # two 12-px objects far apart in a large empty field
     record = _record(tmp_path, [(10, 20, 22, 32), (290, 220, 302, 232)])
     seed_all_rng(0)
-    placed = [_mapper(project_cfg, True)(dict(record)) for _ in range(40)]
+    placed = [_mapper(project_cfg, True, peer)(dict(record)) for _ in range(40)]
     seed_all_rng(0)
-    anywhere = [_mapper(project_cfg, False)(dict(record)) for _ in range(40)]
+    anywhere = [_mapper(project_cfg, False, peer)(dict(record)) for _ in range(40)]
     for out in placed + anywhere:
         assert tuple(out["image"].shape[1:]) == (CROP, CROP)
     centres = [out["instances"].gt_boxes.get_centers() for out in placed]

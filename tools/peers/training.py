@@ -15,6 +15,7 @@ from detectron2.utils.env import seed_all_rng
 
 from instancefcn_d2.data import register_project_datasets
 from instancefcn_d2.data.mapper import has_rle_object_masks
+from instancefcn_d2.data.object_crop import object_boxes, place_crop_on_objects, set_crop_objects
 from instancefcn_d2.engine import Trainer, check_config
 
 __all__ = ["ClassAgnosticDatasetMapper", "PeerTrainer", "train_and_score"]
@@ -25,13 +26,23 @@ logger = logging.getLogger("instancefcn_d2.peers")
 class ClassAgnosticDatasetMapper(DatasetMapper):
     """detectron2's ``DatasetMapper`` with every instance's ``gt_classes`` set to 0; an image
     with RLE masks (label images converted to COCO, e.g. the microscopy sets) gets
-    ``BitMasks``, which detectron2 only does when told (``INPUT.MASK_FORMAT``) for all images."""
+    ``BitMasks``, which detectron2 only does when told (``INPUT.MASK_FORMAT``) for all images;
+    ``INPUT.CROP.AROUND_OBJECT`` places the training crop on an object, as for InstanceFCN."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.configured_mask_format = self.instance_mask_format
 
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        ret = super().from_config(cfg, is_train)
+        if is_train:  # the same input recipe as InstanceFCN's where the project adds to detectron2's
+            place_crop_on_objects(cfg, ret["augmentations"])
+        return ret
+
     def __call__(self, dataset_dict):
+        if self.is_train:
+            set_crop_objects(self.augmentations, lambda: object_boxes(dataset_dict.get("annotations", ())))
         rle = has_rle_object_masks(dataset_dict.get("annotations", ()))
         self.instance_mask_format = "bitmask" if rle else self.configured_mask_format
         out = super().__call__(dataset_dict)
