@@ -16,14 +16,11 @@ def peers_blocks(record, name="peers"):
     summary = []
     for run in record["runs"]:
         sides = run["sides"]
-        rows = [(PEER_NAMES.get(k, k), f"`{v['config']}`", f"{v['lr']:g}",
-                 *((v["mask"] or {}).get(m) for m in AR_KEYS), *(v["box"].get(m) for m in AR_KEYS),
-                 v["train_s"], f"{v['infer_s_per_image']:.2f}") for k, v in sides.items()]
+        rows = [_result_row(PEER_NAMES.get(k, k), v["config"], v) for k, v in sides.items()]
         eq = run.get("equal_time")
         if eq:
-            rows.append((f"InstanceFCN at {PEER_NAMES[eq['against']]}'s training time ({eq['iters']} iterations)",
-                         f"`{sides[eq['side']]['config']}`", f"{eq['lr']:g}", *((eq["mask"] or {}).get(m) for m in AR_KEYS),
-                         *(eq["box"].get(m) for m in AR_KEYS), eq["train_s"], f"{eq['infer_s_per_image']:.2f}"))
+            rows.append(_result_row(f"InstanceFCN at {PEER_NAMES[eq['against']]}'s training time ({eq['iters']} iterations)",
+                                    sides[eq["side"]]["config"], eq))
         lines += [f"Trained on `{run['train']}`, scored on `{run['test']}`:", "",
                   *table(("model", "config", "lr", *(f"mask {h}" for h in AR_HEAD), *(f"box {h}" for h in AR_HEAD),
                           "train s", "s / image"), rows), ""]
@@ -38,6 +35,16 @@ def peers_blocks(record, name="peers"):
                       *table(("model", "lr", "AR@100", "train s", "chosen"), sweep_rows), ""]
         summary.append(_peers_sentence(run, b))
     return {name: "\n".join(lines).rstrip(), name + "_summary": "\n\n".join(summary)}
+
+
+def _result_row(label, config, r):
+    """One table row: a trained model's lr, mask and box AR, training and inference seconds."""
+    return (label, f"`{config}`", f"{r['lr']:g}", *((r["mask"] or {}).get(m) for m in AR_KEYS),
+            *(r["box"].get(m) for m in AR_KEYS), r["train_s"], f"{r['infer_s_per_image']:.2f}")
+
+
+def _word(a, p):
+    return "higher" if a > p else "lower" if a < p else "equal"
 
 
 def _peers_sentence(run, budget):
@@ -55,8 +62,7 @@ def _peers_sentence(run, budget):
             a, p = ifcn[task].get(key), peer[task].get(key)
             if a is None or p is None:
                 continue
-            word = "higher" if a > p else "lower" if a < p else "equal"
-            parts.append(f"{label} {word} ({fmt(a)} vs {fmt(p)})")
+            parts.append(f"{label} {_word(a, p)} ({fmt(a)} vs {fmt(p)})")
         return ", ".join(parts)
 
     keys = list(zip(AR_KEYS, ("AR@10", "AR@100", "AR@1000", "small", "medium", "large")))
@@ -76,7 +82,7 @@ def _peers_sentence(run, budget):
         a, p = eq["mask"]["AR@100"], peer["mask"]["AR@100"]
         text += (f" At {PEER_NAMES[eq['against']]}'s training time ({eq['iters']} iterations, {fmt(eq['train_s'])} s "
                  f"vs {fmt(peer['train_s'])} s), InstanceFCN's mask AR@100 is {fmt(a)} vs {fmt(p)} "
-                 f"({'higher' if a > p else 'lower' if a < p else 'equal'}; AR@10 {fmt(eq['mask']['AR@10'])} vs "
+                 f"({_word(a, p)}; AR@10 {fmt(eq['mask']['AR@10'])} vs "
                  f"{fmt(peer['mask']['AR@10'])}), at {eq['infer_s_per_image']:.2f} s vs "
                  f"{peer['infer_s_per_image']:.2f} s per image.")
     return text

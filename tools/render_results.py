@@ -36,6 +36,9 @@ import re
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The block renderers beside this file (peers_block, real_data_block), however it was imported.
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 MARKER = re.compile(r"(<!-- BEGIN (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END (?P=name) -->)", re.S)
 QUICKSTART_BLOCKS = ("quickstart", "quickstart_k1", "quickstart_variants")
 NOT_GENERIC = ("quickstart.json", "benchmark.json", "coco_overfit.json", "peers.json",
@@ -118,7 +121,6 @@ def quickstart_blocks(record):
 def peers_blocks(record, name="peers"):
     """``{name: tables, name + "_summary": sentences}`` for a results/peers*.json record
     (tools/peers_block.py)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from peers_block import peers_blocks as render
 
     return render(record, name)
