@@ -1,7 +1,7 @@
 """The ``peers`` blocks of RESULTS.md and README.md, from ``results/peers*.json``
 (tools/peer_comparison.py): one table per dataset pair (each side at equal images seen, and
 InstanceFCN again at Mask R-CNN's training time), the lr sweep, and a sentence that reads it."""
-from render_results import AR_HEAD, AR_KEYS, fmt, machine_line, table
+from results_markdown import AR_HEAD, AR_KEYS, fmt, machine_line, table
 
 PEER_NAMES = {"instancefcn": "InstanceFCN", "mask_rcnn": "Mask R-CNN (class-agnostic)", "rpn": "RPN alone"}
 
