@@ -22,8 +22,9 @@ runs score one trained model with another setup's test keys: they split what the
 and the test side each cost.
 
 Writes ``results/real_data.json``: mask / box AR on the validation split, training and
-evaluation seconds, the plan, the commands, the machine, and each run's commit (a rerun of some
-runs keeps the others' records).
+evaluation seconds, the plan, the commands, the machine, the config's learning rate and each
+run's commit (a rerun of some runs keeps the others' records, unless the iterations, the config
+or its learning rate changed).
 """
 import argparse
 import json
@@ -239,6 +240,13 @@ def inference_time(log_file):
     return None if m is None else round(float(m.group(1)), 2)
 
 
+def config_base_lr(config_file):
+    """``SOLVER.BASE_LR`` of a config file, its ``_BASE_`` chain resolved."""
+    from instancefcn_d2.config import get_project_cfg
+
+    return get_project_cfg(os.path.join(REPO, config_file)).SOLVER.BASE_LR
+
+
 def _commit():
     from machine import git_commit
 
@@ -275,20 +283,22 @@ def main():
             print(" ".join(f"--dataset {s}" for s in write_data(name, os.path.join(args.output_dir, name, "data"))))
         return
     path = os.path.join(REPO, args.results)
+    base_lr = config_base_lr(args.config_file)  # the config's, which every run trains at
     record = {}
     if os.path.isfile(path):
         with open(path) as f:
             record = json.load(f)
-        if record.get("iters") != args.iters or record.get("config", CONFIG) != args.config_file or "sets" not in record:
-            record = {}  # another budget or model: nothing to keep
+        if (record.get("iters") != args.iters or record.get("config", CONFIG) != args.config_file
+                or record.get("base_lr") != base_lr or "sets" not in record):
+            record = {}  # another budget, model or learning rate: nothing to keep
     record.update({
         "what": f"class-agnostic AR (percent) on real validation images, `{args.config_file}` "
                 "with hand-picked multi-scale setups vs the route planned by tools/plan_scales.py",
         "config": args.config_file,
-        "budget": f"{args.iters} iterations at batch 1 each on the training split, SEED {DEFAULT_SEED} unless a run's "
-                  "name says another, ImageNet VGG-16 start; "
+        "budget": f"{args.iters} iterations at batch 1 each on the training split, BASE_LR {base_lr} (the config's), "
+                  f"SEED {DEFAULT_SEED} unless a run's name says another, ImageNet VGG-16 start; "
                   "seconds are whole processes (start-up included)",
-        "iters": args.iters, "machine": machine,
+        "iters": args.iters, "base_lr": base_lr, "machine": machine,
     })
 
     def save():
