@@ -41,7 +41,7 @@ if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from results_markdown import AR_HEAD, AR_KEYS, fmt, machine_line, table  # noqa: E402
 
-MARKER = re.compile(r"(<!-- BEGIN (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END (?P=name) -->)", re.S)
+MARKER = re.compile(r"(<!-- BEGIN (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- END (?P=name) -->)", re.S)
 QUICKSTART_BLOCKS = ("quickstart", "quickstart_k1", "quickstart_variants")
 NOT_GENERIC = ("quickstart.json", "benchmark.json", "coco_overfit.json", "peers.json",
                "suppression_cost.json", "real_data.json")  # their own renderers
