@@ -247,6 +247,18 @@ def config_base_lr(config_file):
     return get_project_cfg(os.path.join(REPO, config_file)).SOLVER.BASE_LR
 
 
+def kept_record(path, iters, config_file, base_lr):
+    """The record at ``path`` that new runs join, or ``{}`` when there is none or it was made at
+    other iterations, another config or another learning rate (nothing in it compares)."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        record = json.load(f)
+    same = (record.get("iters") == iters and record.get("config", CONFIG) == config_file
+            and record.get("base_lr") == base_lr and "sets" in record)
+    return record if same else {}
+
+
 def _commit():
     from machine import git_commit
 
@@ -284,13 +296,7 @@ def main():
         return
     path = os.path.join(REPO, args.results)
     base_lr = config_base_lr(args.config_file)  # the config's, which every run trains at
-    record = {}
-    if os.path.isfile(path):
-        with open(path) as f:
-            record = json.load(f)
-        if (record.get("iters") != args.iters or record.get("config", CONFIG) != args.config_file
-                or record.get("base_lr") != base_lr or "sets" not in record):
-            record = {}  # another budget, model or learning rate: nothing to keep
+    record = kept_record(path, args.iters, args.config_file, base_lr)
     record.update({
         "what": f"class-agnostic AR (percent) on real validation images, `{args.config_file}` "
                 "with hand-picked multi-scale setups vs the route planned by tools/plan_scales.py",
