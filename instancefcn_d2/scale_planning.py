@@ -33,7 +33,8 @@ import numpy as np
 
 from .scale_coverage import ObjectSizes, ScaleSetup, coverage_summary, test_sizes, train_positive, in_band
 
-__all__ = ["ScalePlan", "greedy_cover", "candidate_scales", "centring_margin", "plan_scales", "plan_for_recall"]
+__all__ = ["ScalePlan", "greedy_cover", "candidate_scales", "centring_margin", "object_window_px", "plan_scales",
+           "plan_for_recall"]
 
 GRID_STEP_LOG2 = 1.0 / 8  # candidate scales
 CROP_STEP_LOG2 = 1.0 / 4  # candidate crop sides
@@ -195,6 +196,14 @@ def _round_up(x: float, step: int = 100) -> int:
     return int(np.ceil(x / step) * step)
 
 
+def object_window_px(size: float, setup: ScaleSetup) -> float:
+    """The window (``WINDOW_SIZE`` x stride, input px) of the level whose canonical object size
+    is nearest ``size`` on a log scale: the square a positive of that object is assembled in."""
+    strides = np.asarray(setup.strides, np.float64)
+    level = int(np.abs(np.log2(size / (setup.canonical_ratio * setup.window_size * strides))).argmin())
+    return float(setup.window_size * strides[level])
+
+
 def magnification_hits(sizes: np.ndarray, mags: np.ndarray, band_px: np.ndarray) -> np.ndarray:
     """``(R, N)`` number of magnifications of each run ``mags`` ``(R, K)`` at which each object
     (longer side ``sizes`` ``(N,)``) lies in the positive band of some level."""
@@ -234,7 +243,10 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
       (95th percentile), and ``MAX_SIZE_TRAIN`` grows to fit it.
     * **Sparse images**: when more than ``EMPTY_CROP_LIMIT`` of random crops would hold no
       object (:func:`empty_crop_fraction`), ``INPUT.CROP.AROUND_OBJECT`` places each crop on a
-      random object.
+      random object, whole where it fits (data/object_crop.py). The crop then needs only the
+      window the large objects are assembled in at the largest magnification
+      (:func:`object_window_px`), not twice their side: twice the side was for crops placed
+      anywhere, which hold an object of that size whole one time in four.
     * **Dense images**: ``TOPK_PER_SCALE`` (windows kept per level and scale) >= 32 x the 95th
       percentile of objects per image, ``TEST.DETECTIONS_PER_IMAGE`` >= 5 x the most objects
       in an image (rounded up to 100; never below the config's ``topk_per_scale`` /
@@ -267,6 +279,7 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
     test_scales = tuple(int(round(x * short)) for x in m)
     need = int(np.ceil((m[-1] * hw.max(axis=1)).max()))
     test_max = int(max_test_side) if max_test_side else max(need, max(test_scales))
+    around = None  # INPUT.CROP.AROUND_OBJECT, decided with the crop
     if m[-1] * hw.max() <= cap:
         crop, train_scales = None, test_scales
         crop_why = f"whole images: at x{m[-1]:.2f} the longest image side is <= MAX_SIZE_TRAIN {cap}"
@@ -275,11 +288,21 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
         crop_why = (f"{c} x {c} px crops: the largest magnification x{m[-1]:.2f} times the crop stays within "
                     f"MAX_SIZE_TRAIN {cap} (training inputs no larger than the config's)")
         if c < MIN_CROP_PER_OBJECT * large and not max_train_side:
-            c = int(np.ceil(MIN_CROP_PER_OBJECT * large))
+            raised = int(np.ceil(MIN_CROP_PER_OBJECT * large))
+            empty = empty_crop_fraction(objs, raised)
+            around = empty is not None and empty > EMPTY_CROP_LIMIT
+            if around:  # the crop holds its drawn object whole: it needs that object's window, not 2x the object
+                window = object_window_px(large * m[-1], setup) / m[-1]
+                c = max(c, int(np.ceil(max(window, large))))
+                why = (f"the window of the large objects ({large:.0f} px, 95th percentile: {window:.0f} px at "
+                       f"x{m[-1]:.2f}), as each crop is placed to hold a drawn object whole")
+            else:
+                c = raised
+                why = (f"{MIN_CROP_PER_OBJECT:g} x the large objects ({large:.0f} px, 95th percentile), so that a "
+                       "crop placed anywhere holds whole objects")
             cap = int(np.ceil(c * m[-1]))
-            crop_why = (f"{c} x {c} px crops: {MIN_CROP_PER_OBJECT:g} x the large objects ({large:.0f} px, 95th "
-                        f"percentile), so that a crop holds whole objects; MAX_SIZE_TRAIN raised to {cap} for the "
-                        f"largest magnification x{m[-1]:.2f} (pass --max-train-side to cap it instead)")
+            crop_why = (f"{c} x {c} px crops: {why}; MAX_SIZE_TRAIN raised to {cap} for the largest "
+                        f"magnification x{m[-1]:.2f} (pass --max-train-side to cap it instead)")
         crop, train_scales = ("absolute", (c, c)), tuple(int(round(x * c)) for x in m)
     planned = setup.with_(train_scales=train_scales, train_max_size=cap, sampling="choice", crop=crop,
                           test_scales=test_scales, test_max_size=test_max)
@@ -293,7 +316,8 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
     overrides = _training_input_overrides(train_scales, cap, crop)
     empty = None if crop is None else empty_crop_fraction(objs, crop[1][0])
     if empty is not None:
-        overrides["INPUT.CROP.AROUND_OBJECT"] = bool(empty > EMPTY_CROP_LIMIT)
+        around = bool(empty > EMPTY_CROP_LIMIT) if around is None else around
+        overrides["INPUT.CROP.AROUND_OBJECT"] = around
     overrides.update({
         "MODEL.INSTANCEFCN.TEST_SCALES": list(test_scales),
         "MODEL.INSTANCEFCN.TEST_MAX_SIZE": int(test_max),
@@ -309,7 +333,7 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
         "INPUT.CROP": crop_why,
         **({} if empty is None else {"INPUT.CROP.AROUND_OBJECT": (
             f"{100 * empty:.0f}% of random {crop[1][0]} px crops hold no object centre ("
-            + (f"over {100 * EMPTY_CROP_LIMIT:.0f}%: each crop is placed on a random object)" if empty > EMPTY_CROP_LIMIT
+            + (f"over {100 * EMPTY_CROP_LIMIT:.0f}%: each crop is placed on a random object)" if around
                else f"at most {100 * EMPTY_CROP_LIMIT:.0f}%: crops anywhere, as detectron2's)"))}),
         "MODEL.INSTANCEFCN.TEST_SCALES": f"{mags_why}; times the median shorter side {short:.0f} px",
         "MODEL.INSTANCEFCN.TEST_MAX_SIZE": "the longest side the largest test scale needs"
@@ -322,7 +346,7 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
     notes = []
     if len(set(hw.min(axis=1))) > 1:
         notes.append(f"images differ in size: magnifications hold for the median shorter side {short:.0f} px")
-    if crop is not None and crop[1][0] < MIN_CROP_PER_OBJECT * large:
+    if crop is not None and crop[1][0] < (large if around else MIN_CROP_PER_OBJECT * large):
         notes.append(f"the {crop[1][0]} px crops are under {MIN_CROP_PER_OBJECT:g} x the large objects ({large:.0f} px): "
                      "many will be cut; raise --max-train-side (costs training time) or lower --scales")
     notes += _coverage_shortfalls(after, target)

@@ -1,18 +1,22 @@
-"""A training crop placed on an object: detectron2's ``RandomCrop`` whose window holds the box
-centre of one object drawn at random (``INPUT.CROP.AROUND_OBJECT``).
+"""A training crop placed on an object: detectron2's ``RandomCrop`` whose window holds one object
+drawn at random (``INPUT.CROP.AROUND_OBJECT``): the whole object when its box fits in the crop,
+else its box centre.
 
 A plain random crop of a sparse image (a few cells in a large field, a colony in one corner)
 holds no object most of the time, and an iteration without a positive window teaches
 objectness "background everywhere" and the mask branch nothing. Drawing the object first gives
 every object the same chance to be trained on, whatever the image's emptiness; on dense images
 it is close to a plain random crop. An image without objects gets the plain random crop.
+Holding the drawn object whole (not only its centre, which leaves a crop twice the object's
+side whole with probability 1/4) is what lets ``tools/plan_scales.py`` size such crops by the
+object's window rather than by twice the object.
 """
 import numpy as np
 
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
-__all__ = ["RandomCropAroundObject", "crop_origin_range", "object_boxes", "place_crop_on_objects", "set_crop_objects"]
+__all__ = ["RandomCropAroundObject", "box_origin_range", "crop_origin_range", "object_boxes", "place_crop_on_objects", "set_crop_objects"]
 
 
 def crop_origin_range(center: float, crop: int, size: int):
@@ -21,8 +25,16 @@ def crop_origin_range(center: float, crop: int, size: int):
     return max(0, int(np.floor(center - crop)) + 1), min(size - crop, int(np.floor(center)))
 
 
+def box_origin_range(low: float, high: float, crop: int, size: int):
+    """Integer origins ``o`` with ``0 <= o <= size - crop`` and ``o <= low``, ``high <= o + crop``
+    (the box ``[low, high]`` inside the crop), as ``(lo, hi)`` inclusive (``lo > hi``: none, the
+    box is longer than the crop or leaves the image)."""
+    return max(0, int(np.ceil(high - crop))), min(size - crop, int(np.floor(low)))
+
+
 class RandomCropAroundObject(T.RandomCrop):
-    """``RandomCrop(crop_type, crop_size)`` whose window holds a random object's box centre.
+    """``RandomCrop(crop_type, crop_size)`` whose window holds a random object: its whole box
+    where the box fits in the crop, else (on that axis) its box centre.
 
     detectron2's ``DatasetMapper`` passes an augmentation the image only, so the mapper sets
     :attr:`boxes` (``(N, 4)`` XYXY, the image's own coordinates) just before it runs; each data
@@ -39,7 +51,11 @@ class RandomCropAroundObject(T.RandomCrop):
         if not len(boxes):
             return super().get_transform(image)
         x0, y0, x1, y1 = boxes[np.random.randint(len(boxes))]
-        (ylo, yhi), (xlo, xhi) = crop_origin_range((y0 + y1) / 2, ch, h), crop_origin_range((x0 + x1) / 2, cw, w)
+        (ylo, yhi), (xlo, xhi) = box_origin_range(y0, y1, ch, h), box_origin_range(x0, x1, cw, w)
+        if ylo > yhi:  # the box is taller than the crop: hold its centre
+            ylo, yhi = crop_origin_range((y0 + y1) / 2, ch, h)
+        if xlo > xhi:
+            xlo, xhi = crop_origin_range((x0 + x1) / 2, cw, w)
         if ylo > yhi or xlo > xhi:  # a centre outside the image (an annotation beyond its edge)
             return super().get_transform(image)
         return T.CropTransform(np.random.randint(xlo, xhi + 1), np.random.randint(ylo, yhi + 1), cw, ch)

@@ -140,6 +140,15 @@ def test_sparse_images_get_crops_placed_on_objects():
     plan = plan_for_recall(sparse, FPN, target=0.95, num_scales=5)
     assert plan.overrides["INPUT.CROP.ENABLED"] and plan.overrides["INPUT.CROP.AROUND_OBJECT"] is True
     assert "placed on a random object" in plan.reasons["INPUT.CROP.AROUND_OBJECT"]
+    # a crop placed to hold its object whole needs that object's window, not twice the object: the
+    # window of the level whose positive band holds the large objects at the largest magnification
+    large, top = np.percentile(side, 95), max(plan.overrides["MODEL.INSTANCEFCN.TEST_SCALES"]) / 600.0
+    canon = [FPN.canonical_ratio * FPN.window_size * s for s in FPN.strides]
+    window = [FPN.window_size * s for s, c in zip(FPN.strides, canon) if abs(math.log2(large * top / c)) <= 0.5]
+    crop = plan.overrides["INPUT.CROP.SIZE"][0]
+    assert len(window) == 1 and abs(crop - window[0] / top) <= 1.5
+    assert plan.overrides["INPUT.MAX_SIZE_TRAIN"] == pytest.approx(crop * top, abs=2)
+    assert "window" in plan.reasons["INPUT.CROP"] and not any("will be cut" in n for n in plan.notes)
     # dense images: the same objects everywhere -> crops anywhere, as detectron2's
     dense_n = 1200
     side = rng.uniform(30, 40, dense_n)
