@@ -52,7 +52,7 @@ def add_instancefcn_config(cfg):
     _C.MODEL.INSTANCEFCN.MATRIX_NMS_SCORE_THRESH = 0.0  # Matrix NMS drops proposals whose decayed score is below this (0: none)
     _C.MODEL.INSTANCEFCN.NMS_PER_LEVEL_FIRST = False  # NMS within each test scale's level, then across: cheaper at thousands of windows
 
-    _C.INPUT.CROP.AROUND_OBJECT = False  # training crop placed on a random object's centre (data/object_crop.py): sparse images
+    _C.INPUT.CROP.AROUND_OBJECT = False  # training crop holds a random object, whole where it fits (data/object_crop.py): sparse images
     # --- open-world proposals (train on some categories, score AR on the others) ---
     _C.DATASETS.TRAIN_CATEGORY_IDS = []  # dataset category ids (as in the COCO JSON) to train on; [] = all
     _C.DATASETS.TRAIN_UNSEEN_AS = "background"  # other categories: "background" (annotations dropped, as OLN) or "ignore" (ignore regions)
