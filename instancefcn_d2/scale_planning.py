@@ -279,25 +279,26 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
     test_scales = tuple(int(round(x * short)) for x in m)
     need = int(np.ceil((m[-1] * hw.max(axis=1)).max()))
     test_max = int(max_test_side) if max_test_side else max(need, max(test_scales))
-    around = None  # INPUT.CROP.AROUND_OBJECT, decided with the crop
     if m[-1] * hw.max() <= cap:
-        crop, train_scales = None, test_scales
+        crop, train_scales, around, empty = None, test_scales, False, None
         crop_why = f"whole images: at x{m[-1]:.2f} the longest image side is <= MAX_SIZE_TRAIN {cap}"
     else:
         c = int(np.floor(cap / m[-1]))
+        raise_crop = c < MIN_CROP_PER_OBJECT * large and not max_train_side
+        plain = int(np.ceil(MIN_CROP_PER_OBJECT * large)) if raise_crop else c  # the crop if placed anywhere
+        empty = empty_crop_fraction(objs, plain)
+        around = empty is not None and empty > EMPTY_CROP_LIMIT  # INPUT.CROP.AROUND_OBJECT
         crop_why = (f"{c} x {c} px crops: the largest magnification x{m[-1]:.2f} times the crop stays within "
                     f"MAX_SIZE_TRAIN {cap} (training inputs no larger than the config's)")
-        if c < MIN_CROP_PER_OBJECT * large and not max_train_side:
-            raised = int(np.ceil(MIN_CROP_PER_OBJECT * large))
-            empty = empty_crop_fraction(objs, raised)
-            around = empty is not None and empty > EMPTY_CROP_LIMIT
+        if raise_crop:
             if around:  # the crop holds its drawn object whole: it needs that object's window, not 2x the object
                 window = object_window_px(large * m[-1], setup) / m[-1]
                 c = max(c, int(np.ceil(max(window, large))))
                 why = (f"the window of the large objects ({large:.0f} px, 95th percentile: {window:.0f} px at "
                        f"x{m[-1]:.2f}), as each crop is placed to hold a drawn object whole")
+                empty = empty_crop_fraction(objs, c)  # the reason line's figure, at the crop kept
             else:
-                c = raised
+                c = plain
                 why = (f"{MIN_CROP_PER_OBJECT:g} x the large objects ({large:.0f} px, 95th percentile), so that a "
                        "crop placed anywhere holds whole objects")
             cap = int(np.ceil(c * m[-1]))
@@ -314,10 +315,8 @@ def plan_for_recall(objs: ObjectSizes, setup: ScaleSetup, target: float = 0.95, 
     sizes_text = f"{np.percentile(size, 5):.0f}-{np.percentile(size, 95):.0f} px (5th-95th percentile)"
     bands = ", ".join(f"{a:.0f}-{b:.0f}" for a, b in band)
     overrides = _training_input_overrides(train_scales, cap, crop)
-    empty = None if crop is None else empty_crop_fraction(objs, crop[1][0])
     if empty is not None:
-        around = bool(empty > EMPTY_CROP_LIMIT) if around is None else around
-        overrides["INPUT.CROP.AROUND_OBJECT"] = around
+        overrides["INPUT.CROP.AROUND_OBJECT"] = bool(around)
     overrides.update({
         "MODEL.INSTANCEFCN.TEST_SCALES": list(test_scales),
         "MODEL.INSTANCEFCN.TEST_MAX_SIZE": int(test_max),
